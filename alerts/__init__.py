@@ -1,0 +1,1 @@
+"""What goes out: the record sink protocol and its implementations."""

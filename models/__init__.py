@@ -1,0 +1,1 @@
+"""The data of accessdrift: input contract, engine messages and state, findings, policy."""

@@ -1,0 +1,37 @@
+"""The package's errors: every error accessdrift raises on purpose derives from AccessdriftError."""
+
+from __future__ import annotations
+
+
+class AccessdriftError(Exception):
+    """Root of every error accessdrift raises on purpose.
+
+    `retryable` says whether repeating the same call may succeed (a broker that is not up yet);
+    `retry_after_s` suggests how long to wait first, when known.
+    """
+
+    retryable: bool = False
+    retry_after_s: float | None = None
+
+
+class ContractError(AccessdriftError, ValueError):
+    """An input record breaks the event contract.
+
+    `where` names the field (empty when the whole record is at fault); `reason` says what is wrong.
+    """
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class PolicyError(AccessdriftError, ValueError):
+    """A policy file cannot be used; the message names the file and the field to fix."""
+
+    def __init__(self, path: str, field: str, reason: str) -> None:
+        self.path = path
+        self.field = field
+        self.reason = reason
+        location = f"{path}: {field}" if field else path
+        super().__init__(f"{location}: {reason}")

@@ -1,0 +1,287 @@
+"""Event contract v1: the four input streams, validated with pydantic where JSON enters.
+
+Each input record is one JSON object. Validation is strict: a timestamp needs an offset or `Z`,
+booleans are JSON booleans, and an unknown field is rejected (a misspelt `privileged` must not
+silently become a non-privileged grant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from accessdrift.models.clock import to_us
+from accessdrift.models.errors import ContractError
+from accessdrift.models.messages import (
+    DevicePosture,
+    EntitlementChange,
+    ExceptionGrant,
+    StatusChange,
+)
+from accessdrift.models.vocabulary import (
+    Action,
+    EntitlementKind,
+    IdentityKind,
+    IdentityStatus,
+    Posture,
+)
+
+IDENTITY_STATUS: Final = "identity.status"
+DEVICE_POSTURE: Final = "device.posture"
+ENTITLEMENT_CHANGE: Final = "entitlement.change"
+ACCESS_EXCEPTION: Final = "access.exception"
+STREAMS: Final = (IDENTITY_STATUS, DEVICE_POSTURE, ENTITLEMENT_CHANGE, ACCESS_EXCEPTION)
+
+Name = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+def _unique(ids: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(ids))
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    event_id: Name
+    occurred_at: AwareDatetime
+    source: Name | None = None
+
+
+class IdentityStatusEvent(_Event):
+    """`identity.status`, keyed by `identity_id`: the identity's state after the change."""
+
+    identity_id: Name
+    status: IdentityStatus
+    identity_kind: IdentityKind = "human"
+    role: Name | None = None
+    owner_id: Name | None = None
+
+    @model_validator(mode="after")
+    def _owner_fits_kind(self) -> IdentityStatusEvent:
+        if self.owner_id is not None and self.identity_kind == "human":
+            raise ValueError("owner_id applies only to non-human identities; drop it for a human")
+        if self.owner_id == self.identity_id:
+            raise ValueError(
+                "owner_id names the identity itself; an owner must be another identity"
+            )
+        return self
+
+    def to_message(self) -> StatusChange:
+        return StatusChange(
+            identity_id=self.identity_id,
+            event_id=self.event_id,
+            occurred_at_us=to_us(self.occurred_at),
+            status=self.status,
+            identity_kind=self.identity_kind,
+            role=self.role,
+            owner_id=self.owner_id,
+        )
+
+
+class DevicePostureEvent(_Event):
+    """`device.posture`, keyed by `device_id`; `identity_ids` replaces the earlier binding."""
+
+    device_id: Name
+    posture: Posture
+    identity_ids: Annotated[tuple[Name, ...], AfterValidator(_unique)] = ()
+
+    def to_message(self) -> DevicePosture:
+        return DevicePosture(
+            device_id=self.device_id,
+            event_id=self.event_id,
+            occurred_at_us=to_us(self.occurred_at),
+            posture=self.posture,
+            identity_ids=self.identity_ids,
+        )
+
+
+class EntitlementChangeEvent(_Event):
+    """`entitlement.change`, keyed by `identity_id`: one grant or revoke."""
+
+    identity_id: Name
+    system: Name
+    entitlement: Name
+    action: Action
+    kind: EntitlementKind = "role"
+    privileged: bool = False
+    device_id: Name | None = None
+    requires_trusted_device: bool = False
+
+    def to_message(self) -> EntitlementChange:
+        return EntitlementChange(
+            identity_id=self.identity_id,
+            event_id=self.event_id,
+            occurred_at_us=to_us(self.occurred_at),
+            system=self.system,
+            entitlement=self.entitlement,
+            action=self.action,
+            kind=self.kind,
+            privileged=self.privileged,
+            device_id=self.device_id,
+            requires_trusted_device=self.requires_trusted_device,
+        )
+
+
+class AccessExceptionEvent(_Event):
+    """`access.exception`, keyed by `identity_id`: an approved exception until `expires_at`."""
+
+    exception_id: Name
+    identity_id: Name
+    system: Name | None = None
+    entitlement: Name | None = None
+    expires_at: AwareDatetime
+    reason: Name
+    approved_by: Name
+
+    @model_validator(mode="after")
+    def _expires_after_approval(self) -> AccessExceptionEvent:
+        if self.expires_at <= self.occurred_at:
+            raise ValueError("expires_at must be later than occurred_at")
+        if self.entitlement is not None and self.system is None:
+            raise ValueError("an exception naming an entitlement must also name its system")
+        return self
+
+    def to_message(self) -> ExceptionGrant:
+        return ExceptionGrant(
+            identity_id=self.identity_id,
+            event_id=self.event_id,
+            occurred_at_us=to_us(self.occurred_at),
+            exception_id=self.exception_id,
+            system=self.system,
+            entitlement=self.entitlement,
+            expires_at_us=to_us(self.expires_at),
+            reason=self.reason,
+            approved_by=self.approved_by,
+        )
+
+
+Event = IdentityStatusEvent | DevicePostureEvent | EntitlementChangeEvent | AccessExceptionEvent
+
+
+class _Line(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class _IdentityStatusLine(_Line):
+    topic: Literal["identity.status"]
+    value: IdentityStatusEvent
+
+
+class _DevicePostureLine(_Line):
+    topic: Literal["device.posture"]
+    value: DevicePostureEvent
+
+
+class _EntitlementChangeLine(_Line):
+    topic: Literal["entitlement.change"]
+    value: EntitlementChangeEvent
+
+
+class _AccessExceptionLine(_Line):
+    topic: Literal["access.exception"]
+    value: AccessExceptionEvent
+
+
+_LINE: Final = TypeAdapter[
+    _IdentityStatusLine | _DevicePostureLine | _EntitlementChangeLine | _AccessExceptionLine
+](
+    Annotated[
+        _IdentityStatusLine | _DevicePostureLine | _EntitlementChangeLine | _AccessExceptionLine,
+        Field(discriminator="topic"),
+    ]
+)
+_EVENT_OF_STREAM: Final[dict[str, TypeAdapter[Any]]] = {
+    IDENTITY_STATUS: TypeAdapter(IdentityStatusEvent),
+    DEVICE_POSTURE: TypeAdapter(DevicePostureEvent),
+    ENTITLEMENT_CHANGE: TypeAdapter(EntitlementChangeEvent),
+    ACCESS_EXCEPTION: TypeAdapter(AccessExceptionEvent),
+}
+
+_MESSAGES: Final[dict[str, str]] = {
+    "timezone_aware": "timestamp has no UTC offset; write it as RFC 3339 with Z or +hh:mm",
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown field (not part of contract v1)",
+    "union_tag_not_found": "missing 'topic'",
+    "datetime_type": "expected an RFC 3339 timestamp string such as 2026-01-31T09:00:00Z",
+}
+
+
+def _describe(errors: Sequence[ErrorDetails], prefix: str) -> str:
+    parts: list[str] = []
+    for error in errors[:3]:
+        where = ".".join(str(part) for part in error["loc"] if part not in _TAG_LOCS)
+        if error["type"] == "union_tag_invalid":
+            tag = (error.get("ctx") or {}).get("tag", "?")
+            parts.append(f"unknown stream {tag!r} (expected one of: {', '.join(STREAMS)})")
+            continue
+        if error["type"] == "json_invalid":
+            parts.append(f"not valid JSON ({(error.get('ctx') or {}).get('error', 'parse error')})")
+            continue
+        message = _MESSAGES.get(error["type"], error["msg"])
+        message = message.removeprefix("Value error, ")
+        location = ".".join(part for part in (prefix, where) if part)
+        parts.append(f"{location}: {message}" if location else message)
+    if len(errors) > 3:
+        parts.append(f"and {len(errors) - 3} more")
+    return "; ".join(parts)
+
+
+_TAG_LOCS: Final = frozenset(STREAMS)
+
+
+def decode_line(line: str | bytes) -> tuple[str, Event]:
+    """Parse one replay line, `{"topic": <stream>, "value": {<event>}}`.
+
+    Returns the stream name and the validated event. Raises ContractError saying what is wrong
+    and where (`value.occurred_at: ...`).
+    """
+    try:
+        parsed = _LINE.validate_json(line)
+    except ValidationError as error:
+        raise ContractError("", _describe(error.errors(include_url=False), "")) from None
+    return parsed.topic, parsed.value
+
+
+def decode_event(stream: str, payload: str | bytes) -> Event:
+    """Parse one record's value read from `stream` (the runtime's path: the topic names the stream).
+
+    Raises ContractError for an unknown stream or a value that breaks the contract.
+    """
+    adapter = _EVENT_OF_STREAM.get(stream)
+    if adapter is None:
+        raise ContractError(
+            "", f"unknown stream {stream!r} (expected one of: {', '.join(STREAMS)})"
+        )
+    try:
+        event: Event = adapter.validate_json(payload)
+    except ValidationError as error:
+        raise ContractError("", _describe(error.errors(include_url=False), "")) from None
+    return event
+
+
+__all__ = [
+    "ACCESS_EXCEPTION",
+    "DEVICE_POSTURE",
+    "ENTITLEMENT_CHANGE",
+    "IDENTITY_STATUS",
+    "STREAMS",
+    "AccessExceptionEvent",
+    "DevicePostureEvent",
+    "EntitlementChangeEvent",
+    "Event",
+    "IdentityStatusEvent",
+    "decode_event",
+    "decode_line",
+]

@@ -1,0 +1,221 @@
+"""Output records: findings (opened, then resolved) and offboarding evidence.
+
+Both are stable JSON objects, one per line, with a `record_type` naming which. Field order is
+fixed; every field is always present (null where it does not apply), so a SIEM can map the schema
+once. Times are RFC 3339 UTC with `Z`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final, Literal
+
+import msgspec
+
+from accessdrift.models.clock import US_PER_S, format_duration_s, format_us
+from accessdrift.models.state import Obligation
+from accessdrift.models.vocabulary import (
+    FINDING_KIND_OF,
+    EntitlementKind,
+    FindingKind,
+    FindingStatus,
+    IdentityKind,
+    Severity,
+    Trigger,
+)
+
+
+class FindingRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One change of a finding's status; the open and the resolved record share `finding_id`."""
+
+    record_type: Literal["finding"] = "finding"
+    finding_id: str
+    kind: FindingKind
+    trigger: Trigger
+    status: FindingStatus
+    identity_id: str
+    identity_kind: IdentityKind
+    system: str | None
+    entitlement: str | None
+    entitlement_kind: EntitlementKind | None
+    device_id: str | None
+    severity: Severity
+    triggered_at: str
+    deadline: str
+    detected_at: str
+    resolved_at: str | None
+    time_to_revoke_seconds: float | None
+    trigger_event_id: str
+    exception_id: str | None
+    summary: str
+
+
+class RevokedEntitlement(msgspec.Struct, frozen=True, kw_only=True):
+    """One entitlement a leaver held at termination, and when it was revoked."""
+
+    system: str
+    entitlement: str
+    entitlement_kind: EntitlementKind
+    privileged: bool
+    deadline: str
+    revoked_at: str
+    within_window: bool
+    finding_id: str | None
+
+
+class OffboardingRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Evidence that every entitlement a terminated identity held has been revoked."""
+
+    record_type: Literal["offboarding"] = "offboarding"
+    offboarding_id: str
+    identity_id: str
+    identity_kind: IdentityKind
+    terminated_at: str
+    trigger_event_id: str
+    completed_at: str
+    all_within_window: bool
+    entitlements: tuple[RevokedEntitlement, ...]
+
+
+Record = FindingRecord | OffboardingRecord
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def encode_record(record: Record) -> bytes:
+    """The record as one line of compact JSON, no newline; equal records give equal bytes."""
+    return _ENCODER.encode(record)
+
+
+def stable_id(*parts: str | None) -> str:
+    """A deterministic 128-bit hex id of the parts (the same input always gives the same id)."""
+    text = "\x1f".join("" if part is None else part for part in parts)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+_TRIGGER_WORD: Final[dict[Trigger, str]] = {
+    "leaver": "termination",
+    "suspension": "suspension",
+    "mover": "role change",
+    "device_untrusted": "device change",
+    "owner_departed": "owner's termination",
+    "joiner": "activation",
+    "grant_while_inactive": "grant",
+}
+
+_RESOLUTION: Final[dict[str, str]] = {
+    "revoked": "was revoked",
+    "regranted": "was re-approved",
+    "trusted_device": "now has a compliant device",
+    "reowned": "has an active owner again",
+    "retired": "was terminated",
+    "ended": "no longer applies (the state that triggered it changed back)",
+}
+
+
+def _access(ob: Obligation) -> str:
+    privileged = "privileged " if ob.privileged else ""
+    return f"{privileged}{ob.entitlement_kind} {ob.entitlement} in {ob.system}"
+
+
+def _subject(ob: Obligation, identity_id: str) -> str:
+    if ob.system is None:
+        return identity_id
+    return f"{_access(ob)} of {identity_id}"
+
+
+def _open_summary(ob: Obligation, identity_id: str, identity_kind: IdentityKind) -> str:
+    at = format_us(ob.triggered_at_us)
+    window = format_duration_s((ob.deadline_us - ob.triggered_at_us) / US_PER_S)
+    match ob.trigger:
+        case "leaver":
+            text = (
+                f"{identity_id} was terminated at {at} but still holds {_access(ob)} "
+                f"past the {window} deadline; revoke it."
+            )
+        case "suspension":
+            text = (
+                f"{identity_id} was suspended at {at} but still holds {_access(ob)} "
+                f"past the {window} deadline; revoke it."
+            )
+        case "mover":
+            text = (
+                f"{identity_id} changed role at {at} but keeps {_access(ob)} from before the "
+                f"change past the {window} review deadline; revoke or re-approve it."
+            )
+        case "device_untrusted":
+            text = (
+                f"Device {ob.device_id} of {identity_id} became {ob.context} at {at} but "
+                f"{_access(ob)} is still live past the {window} deadline; revoke it."
+            )
+        case "owner_departed":
+            kind = identity_kind.replace("_", " ")
+            text = (
+                f"The owner {ob.context} of {kind} {identity_id} was terminated at {at} and no "
+                f"active owner took over within {window}; assign an owner or retire it."
+            )
+        case "joiner":
+            text = (
+                f"{identity_id} became active at {at} and has no compliant device after "
+                f"{window}; enrol a device."
+            )
+        case "grant_while_inactive":
+            text = (
+                f"{_access(ob)} was granted to {identity_id} at {at} while it was "
+                f"{ob.context}; revoke it."
+            )
+    if ob.exception_id is not None:
+        text += f" Exception {ob.exception_id} covered it until it expired."
+    return text
+
+
+def _resolved_summary(ob: Obligation, identity_id: str, resolution: str) -> str:
+    assert ob.met_at_us is not None
+    after = format_duration_s((ob.met_at_us - ob.triggered_at_us) / US_PER_S)
+    window = format_duration_s((ob.deadline_us - ob.triggered_at_us) / US_PER_S)
+    return (
+        f"Resolved: {_subject(ob, identity_id)} {_RESOLUTION[resolution]} at "
+        f"{format_us(ob.met_at_us)}, {after} after the {_TRIGGER_WORD[ob.trigger]} "
+        f"(window {window})."
+    )
+
+
+def finding_record(
+    ob: Obligation,
+    identity_id: str,
+    identity_kind: IdentityKind,
+    resolution: str | None = None,
+) -> FindingRecord:
+    """The record for an obligation that is open (`resolution` None) or just resolved."""
+    assert ob.detected_at_us is not None
+    resolved = resolution is not None
+    resolved_at_us = ob.met_at_us if resolved else None
+    return FindingRecord(
+        finding_id=ob.finding_id,
+        kind=FINDING_KIND_OF[ob.trigger],
+        trigger=ob.trigger,
+        status="resolved" if resolved else "open",
+        identity_id=identity_id,
+        identity_kind=identity_kind,
+        system=ob.system,
+        entitlement=ob.entitlement,
+        entitlement_kind=ob.entitlement_kind,
+        device_id=ob.device_id,
+        severity=ob.severity,
+        triggered_at=format_us(ob.triggered_at_us),
+        deadline=format_us(ob.deadline_us),
+        detected_at=format_us(ob.detected_at_us),
+        resolved_at=None if resolved_at_us is None else format_us(resolved_at_us),
+        time_to_revoke_seconds=(
+            None
+            if resolved_at_us is None
+            else max(0, resolved_at_us - ob.triggered_at_us) / US_PER_S
+        ),
+        trigger_event_id=ob.trigger_event_id,
+        exception_id=ob.exception_id,
+        summary=(
+            _resolved_summary(ob, identity_id, resolution)
+            if resolution is not None
+            else _open_summary(ob, identity_id, identity_kind)
+        ),
+    )

@@ -1,0 +1,111 @@
+"""Engine input messages: the contract's events in the engine's own cheap form, plus the messages
+the engine sends between keys.
+
+Every message but `DevicePosture` is keyed by `identity_id`: one identity's state changes only
+through messages with its key, so the same engine runs in one process (replay) or partitioned by
+identity across Kafka (the runtime). Times are microseconds since the epoch (see `clock`).
+Each message carries a version, (`occurred_at_us`, `event_id`): a message is applied only when its
+version is newer than the last one applied to the same thing, which drops repeats and stale
+events alike.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from accessdrift.models.vocabulary import (
+    Action,
+    EntitlementKind,
+    IdentityKind,
+    IdentityStatus,
+    Posture,
+)
+
+
+class StatusChange(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """An identity's full status after a change (a snapshot, not a delta)."""
+
+    identity_id: str
+    event_id: str
+    occurred_at_us: int
+    status: IdentityStatus
+    identity_kind: IdentityKind
+    role: str | None
+    owner_id: str | None
+
+
+class EntitlementChange(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A grant or revoke of one entitlement, identified by (identity_id, system, entitlement)."""
+
+    identity_id: str
+    event_id: str
+    occurred_at_us: int
+    system: str
+    entitlement: str
+    action: Action
+    kind: EntitlementKind
+    privileged: bool
+    device_id: str | None
+    requires_trusted_device: bool
+
+
+class ExceptionGrant(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """An approved, time-boxed exception; `system`/`entitlement` None means any."""
+
+    identity_id: str
+    event_id: str
+    occurred_at_us: int
+    exception_id: str
+    system: str | None
+    entitlement: str | None
+    expires_at_us: int
+    reason: str
+    approved_by: str
+
+
+class DevicePosture(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A device's posture and the identities bound to it; keyed by `device_id`."""
+
+    device_id: str
+    event_id: str
+    occurred_at_us: int
+    posture: Posture
+    identity_ids: tuple[str, ...]
+
+
+class DeviceSignal(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """Device to identity: the device's posture now, and whether the identity is bound to it."""
+
+    identity_id: str
+    event_id: str
+    occurred_at_us: int
+    device_id: str
+    posture: Posture
+    bound: bool
+
+
+class OwnerLink(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """Non-human identity to its owner: whether `nhi_id` is now owned by `identity_id`."""
+
+    identity_id: str
+    event_id: str
+    occurred_at_us: int
+    nhi_id: str
+    linked: bool
+
+
+class OwnerSignal(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """Owner to a non-human identity it owns: the owner's status and when it took effect."""
+
+    identity_id: str
+    event_id: str
+    occurred_at_us: int
+    owner_id: str
+    status: IdentityStatus
+
+
+IdentityMessage = (
+    StatusChange | EntitlementChange | ExceptionGrant | DeviceSignal | OwnerLink | OwnerSignal
+)
+InputMessage = StatusChange | EntitlementChange | ExceptionGrant | DevicePosture
+AnyMessage = IdentityMessage | DevicePosture

@@ -1,0 +1,44 @@
+"""The closed sets of words the contract and the findings use."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+IdentityStatus = Literal["active", "suspended", "terminated"]
+IdentityKind = Literal["human", "service_account", "api_key", "workload", "ai_agent"]
+Posture = Literal["enrolled", "compliant", "noncompliant", "lost", "unenrolled"]
+UntrustedPosture = Literal["noncompliant", "lost", "unenrolled"]
+Action = Literal["granted", "revoked"]
+EntitlementKind = Literal[
+    "role", "group", "permission", "license", "session", "token", "credential"
+]
+Trigger = Literal[
+    "leaver",
+    "suspension",
+    "mover",
+    "device_untrusted",
+    "owner_departed",
+    "joiner",
+    "grant_while_inactive",
+]
+FindingKind = Literal[
+    "access_not_revoked", "orphaned_nhi", "no_trusted_device", "grant_to_inactive_identity"
+]
+FindingStatus = Literal["open", "resolved"]
+Severity = Literal["critical", "high", "medium", "low"]
+
+UNTRUSTED_POSTURES: Final = frozenset({"noncompliant", "lost", "unenrolled"})
+#: Kinds of entitlement that let a holder act right now; a suspension must cut these.
+LIVE_ACCESS_KINDS: Final = frozenset({"session", "token", "credential"})
+#: Kinds that can be bound to one device.
+DEVICE_BOUND_KINDS: Final = frozenset({"session", "token"})
+
+FINDING_KIND_OF: Final[dict[Trigger, FindingKind]] = {
+    "leaver": "access_not_revoked",
+    "suspension": "access_not_revoked",
+    "mover": "access_not_revoked",
+    "device_untrusted": "access_not_revoked",
+    "owner_departed": "orphaned_nhi",
+    "joiner": "no_trusted_device",
+    "grant_while_inactive": "grant_to_inactive_identity",
+}
