@@ -18,6 +18,22 @@ def to_us(moment: datetime) -> int:
     return (moment - _EPOCH) // _ONE_US
 
 
+def parse_us(text: str) -> int:
+    """Microseconds since the epoch for an RFC 3339 timestamp with an offset or `Z`.
+
+    Raises ValueError saying what is wrong.
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"invalid time {text!r}: use RFC 3339 with an offset, such as 2026-01-31T09:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"time {text!r} has no offset: add Z or +hh:mm")
+    return to_us(moment)
+
+
 def from_us(moment_us: int) -> datetime:
     """The UTC datetime for a count of microseconds since the epoch."""
     return _EPOCH + timedelta(microseconds=moment_us)

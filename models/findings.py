@@ -110,6 +110,8 @@ _RESOLUTION: Final[dict[str, str]] = {
     "reowned": "has an active owner again",
     "retired": "was terminated",
     "ended": "no longer applies (the state that triggered it changed back)",
+    "withdrawn": "was already gone at the trigger (the change arrived late)",
+    "reactivated": "went to an identity that was active again by then (the change arrived late)",
 }
 
 

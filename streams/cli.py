@@ -7,12 +7,11 @@ import contextlib
 import math
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink
-from accessdrift.models.clock import to_us
+from accessdrift.models.clock import parse_us
 from accessdrift.models.errors import PolicyError
 from accessdrift.models.policy import Policy, load_policy
 from accessdrift.streams.engine import Engine
@@ -25,14 +24,9 @@ EXIT_USAGE = 2
 
 def _timestamp(text: str) -> int:
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid time {text!r}: use RFC 3339 with an offset, such as 2026-01-31T09:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"time {text!r} has no offset: add Z or +hh:mm")
-    return to_us(moment)
+        return parse_us(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _seconds(text: str) -> float:

@@ -180,7 +180,7 @@ class Engine:
             for key, trigger in list(s.triggers.items()):
                 if trigger.trigger in ("leaver", "suspension"):
                     self._close(s, key, at, now_us, out)
-            self._unflag_grants_after(s, at, now_us, out)
+            self._unflag_grants_after(s, at, out)
             if previous != "active" and s.identity_kind == "human":
                 self._open(s, TriggerState("joiner", m.event_id, at), now_us, out)
             elif previous == "active" and previous_role and m.role and previous_role != m.role:
@@ -583,32 +583,39 @@ class Engine:
         if not grant.held:
             self._settle(s, ob, grant.changed_at_us, "revoked", now_us, out)
 
-    def _unflag_grants_after(self, s: IdentityState, at: int, now_us: int, out: _Out) -> None:
+    def _unflag_grants_after(self, s: IdentityState, at: int, out: _Out) -> None:
         """The identity was active again from `at`: a grant after that was not to an inactive one.
 
         Only reachable when the reactivation arrived after the grant (late data between streams).
         """
         for ob in list(s.obligations.values()):
             if ob.trigger == "grant_while_inactive" and ob.triggered_at_us > at:
-                grant = s.grants[grant_key(ob.system or "", ob.entitlement or "")]
-                grant.flagged_inactive = False
-                ob.met_at_us = ob.triggered_at_us
-                if ob.state == OPEN:
-                    out.records.append(finding_record(ob, s.identity_id, s.identity_kind, "ended"))
-                del s.obligations[ob.finding_id]
+                s.grants[grant_key(ob.system or "", ob.entitlement or "")].flagged_inactive = False
+                self._withdraw(s, ob, "reactivated", out)
 
     def _settle_from_grant(
         self, s: IdentityState, ob: Obligation, grant: Grant, now_us: int, out: _Out
     ) -> None:
         """Settle `ob` if what it asks of `grant` has landed."""
-        if ob.trigger == "mover":
+        if not grant.held_at(ob.triggered_at_us):
+            self._withdraw(s, ob, "withdrawn", out)
+        elif ob.trigger == "mover":
             if grant.changed_at_us > ob.triggered_at_us:
                 resolution = "regranted" if grant.held else "revoked"
                 self._settle(s, ob, grant.changed_at_us, resolution, now_us, out)
         elif not grant.held:
-            self._settle(
-                s, ob, max(grant.changed_at_us, ob.triggered_at_us), "revoked", now_us, out
-            )
+            self._settle(s, ob, grant.changed_at_us, "revoked", now_us, out)
+
+    @staticmethod
+    def _withdraw(s: IdentityState, ob: Obligation, resolution: str, out: _Out) -> None:
+        """`ob` was never owed: a late event showed its premise false at the trigger's time.
+
+        A finding already published for it is resolved as of the trigger (time to revoke 0).
+        """
+        if ob.state == OPEN:
+            ob.met_at_us = ob.triggered_at_us
+            out.records.append(finding_record(ob, s.identity_id, s.identity_kind, resolution))
+        del s.obligations[ob.finding_id]
 
     def _on_trusted_device(
         self, s: IdentityState, device_id: str, at: int, now_us: int, out: _Out
