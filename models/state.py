@@ -109,6 +109,9 @@ class TriggerState(msgspec.Struct, gc=False):
     owner_id: str | None = None
     #: leaver: the offboarding record for the current set of obligations was emitted.
     evidence_sent: bool = False
+    #: When the trigger's reason went away or what it asked for landed. An ended trigger is kept
+    #: for the late-event horizon so that an event arriving late is still judged against it.
+    ended_at_us: int | None = None
 
 
 class Obligation(msgspec.Struct, gc=False):
@@ -147,6 +150,9 @@ class IdentityState(msgspec.Struct, gc=False):
     #: When the current status value began (a snapshot repeating it does not move this).
     status_since_us: int = NEVER_US
     status_since_event_id: str = ""
+    #: Each change of status value (since_us, status), oldest first, back to the late-event
+    #: horizon: what the status was when a late grant happened.
+    transitions: list[tuple[int, IdentityStatus]] = msgspec.field(default_factory=list)
     role: str | None = None
     owner_id: str | None = None
     owner_since_us: int = NEVER_US

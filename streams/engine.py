@@ -71,6 +71,10 @@ from accessdrift.models.vocabulary import (
 
 _INACTIVE: Final = frozenset({"suspended", "terminated"})
 
+#: How long ended triggers and old status changes are remembered so that events arriving late
+#: between streams are still judged correctly. Events later than this are judged on what is left.
+LATE_EVENT_HORIZON_S: Final = 7 * 86_400
+
 
 class Step:
     """What one engine step returns.
@@ -106,8 +110,22 @@ class _Out:
         self.messages: list[IdentityMessage] = []
 
 
-def _trigger_key(trigger: Trigger, event_id: str, device_id: str | None = None) -> str:
-    return f"{trigger}\x1f{event_id}\x1f{device_id or ''}"
+def _trigger_key(trigger: TriggerState) -> str:
+    return (
+        f"{trigger.trigger}\x1f{trigger.event_id}\x1f{trigger.device_id or ''}\x1f{trigger.at_us}"
+    )
+
+
+def _active(s: IdentityState, trigger: Trigger, device_id: str | None = None) -> str | None:
+    """The key of the trigger of this type (for this device) still in force, if any."""
+    for key, candidate in s.triggers.items():
+        if (
+            candidate.trigger == trigger
+            and candidate.ended_at_us is None
+            and candidate.device_id == device_id
+        ):
+            return key
+    return None
 
 
 class Engine:
@@ -116,6 +134,7 @@ class Engine:
     def __init__(self, policy: Policy, grace_s: float = 0.0) -> None:
         self.policy = policy
         self.grace_us = round(grace_s * US_PER_S)
+        self.horizon_us = LATE_EVENT_HORIZON_S * US_PER_S
         self._handlers: dict[type, Callable[[IdentityState, object, int, _Out], bool]] = {
             StatusChange: self._on_status,  # type: ignore[dict-item]
             EntitlementChange: self._on_entitlement,  # type: ignore[dict-item]
@@ -138,6 +157,8 @@ class Engine:
         applied = self._handlers[type(message)](state, message, now_us, out)
         if state.obligations:
             self._fire_due(state, now_us, out)
+        if state.triggers:
+            self._forget_old(state, now_us)
         return Step(state, applied, out.records, out.messages, self.wake_us(state))
 
     def advance(self, state: IdentityState, now_us: int) -> Step:
@@ -170,6 +191,7 @@ class Engine:
         if m.status != previous:
             s.status = m.status
             s.status_since_us, s.status_since_event_id = at, m.event_id
+            s.transitions.append((at, m.status))
             for nhi_id, link in sorted(s.owned.items()):
                 if link.linked:
                     out.messages.append(self._owner_signal(s, nhi_id))
@@ -177,8 +199,8 @@ class Engine:
             self._change_owner(s, m, out)
 
         if m.status == "active":
-            for key, trigger in list(s.triggers.items()):
-                if trigger.trigger in ("leaver", "suspension"):
+            for inactive_trigger in ("leaver", "suspension"):
+                if (key := _active(s, inactive_trigger)) is not None:
                     self._close(s, key, at, now_us, out)
             self._unflag_grants_after(s, at, out)
             if previous != "active" and s.identity_kind == "human":
@@ -186,11 +208,12 @@ class Engine:
             elif previous == "active" and previous_role and m.role and previous_role != m.role:
                 self._open(s, TriggerState("mover", m.event_id, at), now_us, out)
         else:
-            for key, trigger in list(s.triggers.items()):
-                if trigger.trigger == "joiner" or (
-                    trigger.trigger == "mover" and m.status == "terminated"
-                ):
-                    self._close(s, key, at, now_us, out)
+            if (key := _active(s, "joiner")) is not None:
+                self._close(s, key, at, now_us, out)
+            if m.status == "terminated":
+                for key, trigger in list(s.triggers.items()):
+                    if trigger.trigger == "mover" and trigger.ended_at_us is None:
+                        self._close(s, key, at, now_us, out)
             if m.status != previous:
                 trigger_name: Trigger = "leaver" if m.status == "terminated" else "suspension"
                 self._open(s, TriggerState(trigger_name, m.event_id, at), now_us, out)
@@ -249,12 +272,7 @@ class Engine:
                 self._settle_from_grant(s, ob, grant, now_us, out)
         for tkey, trigger in list(s.triggers.items()):
             self._oblige(s, tkey, trigger, grant, now_us, out)
-        if (
-            new_interval
-            and s.status in _INACTIVE
-            and s.status_since_us < at
-            and not grant.flagged_inactive
-        ):
+        if new_interval and not grant.flagged_inactive and self._status_at(s, at) in _INACTIVE:
             self._flag_inactive_grant(s, grant, now_us, out)
         self._emit_evidence(s, out)
         return True
@@ -282,14 +300,7 @@ class Engine:
         if view is not None and (at, m.event_id) <= (view.changed_at_us, view.event_id):
             return False
         s.devices[m.device_id] = DeviceView(m.posture, m.bound, at, m.event_id)
-        key = next(
-            (
-                k
-                for k, t in s.triggers.items()
-                if t.trigger == "device_untrusted" and t.device_id == m.device_id
-            ),
-            None,
-        )
+        key = _active(s, "device_untrusted", m.device_id)
         if m.posture == "compliant":
             if key is not None:
                 self._close(s, key, at, now_us, out)
@@ -364,7 +375,7 @@ class Engine:
     def _check_owner_departed(self, s: IdentityState, now_us: int, out: _Out) -> None:
         if s.identity_kind == "human":
             return
-        key = next((k for k, t in s.triggers.items() if t.trigger == "owner_departed"), None)
+        key = _active(s, "owner_departed")
         if key is None:
             if s.status == "active" and s.owner_id is not None and s.owner_status == "terminated":
                 at = max(s.owner_status_at_us, s.owner_since_us, s.status_since_us)
@@ -388,7 +399,7 @@ class Engine:
     # -- triggers and obligations ------------------------------------------------------------
 
     def _open(self, s: IdentityState, trigger: TriggerState, now_us: int, out: _Out) -> None:
-        key = _trigger_key(trigger.trigger, trigger.event_id, trigger.device_id)
+        key = _trigger_key(trigger)
         s.triggers[key] = trigger
         if trigger.trigger in ("joiner", "owner_departed"):
             self._oblige_identity(s, key, trigger, now_us, out)
@@ -411,7 +422,9 @@ class Engine:
             severity = self.policy.owner_departed.severity
             context = trigger.owner_id
         ob = Obligation(
-            finding_id=stable_id(s.identity_id, trigger.trigger, trigger.event_id),
+            finding_id=stable_id(
+                s.identity_id, trigger.trigger, trigger.event_id, str(trigger.at_us)
+            ),
             trigger_key=key,
             trigger=trigger.trigger,
             trigger_event_id=trigger.event_id,
@@ -457,7 +470,10 @@ class Engine:
                 )
             case "device_untrusted":
                 granted_after = (
-                    grant.held and grant.granted_at_us is not None and grant.granted_at_us > at
+                    grant.held
+                    and grant.granted_at_us is not None
+                    and grant.granted_at_us > at
+                    and (trigger.ended_at_us is None or grant.granted_at_us < trigger.ended_at_us)
                 )
                 applies = (grant.held_at(at) or granted_after) and self._needs_trusted_device(
                     s, trigger, grant
@@ -596,15 +612,22 @@ class Engine:
     def _settle_from_grant(
         self, s: IdentityState, ob: Obligation, grant: Grant, now_us: int, out: _Out
     ) -> None:
-        """Settle `ob` if what it asks of `grant` has landed."""
+        """Settle `ob` if what it asks of `grant` has landed, or its trigger has ended."""
         if not grant.held_at(ob.triggered_at_us):
             self._withdraw(s, ob, "withdrawn", out)
-        elif ob.trigger == "mover":
+            return
+        landing: tuple[int, str] | None = None
+        if ob.trigger == "mover":
             if grant.changed_at_us > ob.triggered_at_us:
-                resolution = "regranted" if grant.held else "revoked"
-                self._settle(s, ob, grant.changed_at_us, resolution, now_us, out)
+                landing = (grant.changed_at_us, "regranted" if grant.held else "revoked")
         elif not grant.held:
-            self._settle(s, ob, grant.changed_at_us, "revoked", now_us, out)
+            landing = (grant.changed_at_us, "revoked")
+        trigger = s.triggers.get(ob.trigger_key) if ob.trigger_key is not None else None
+        ended_at = trigger.ended_at_us if trigger is not None else None
+        if ended_at is not None and (landing is None or ended_at < landing[0]):
+            landing = (max(ended_at, ob.triggered_at_us), "ended")
+        if landing is not None:
+            self._settle(s, ob, landing[0], landing[1], now_us, out)
 
     @staticmethod
     def _withdraw(s: IdentityState, ob: Obligation, resolution: str, out: _Out) -> None:
@@ -639,10 +662,10 @@ class Engine:
     def _meet_trigger(
         self, s: IdentityState, key: str, at: int, resolution: str, now_us: int, out: _Out
     ) -> None:
+        """The trigger is over as of `at`: settle what is left of it and mark it ended."""
         for ob in self._obligations_of(s, key):
             self._settle(s, ob, max(at, ob.triggered_at_us), resolution, now_us, out)
-            del s.obligations[ob.finding_id]
-        del s.triggers[key]
+        s.triggers[key].ended_at_us = at
 
     def _close(self, s: IdentityState, key: str, at: int, now_us: int, out: _Out) -> None:
         """The trigger's reason went away at `at`: end its obligations and forget it."""
@@ -718,11 +741,35 @@ class Engine:
         for _, _, ob, exception_id in sorted(due, key=lambda item: (item[0], item[1])):
             self._fire(s, ob, now_us, exception_id, out)
 
+    @staticmethod
+    def _status_at(s: IdentityState, moment_us: int) -> str | None:
+        """The identity's status just before `moment_us`, as far as the remembered changes go."""
+        for since_us, status in reversed(s.transitions):
+            if since_us < moment_us:
+                return status
+        return None
+
+    def _forget_old(self, s: IdentityState, now_us: int) -> None:
+        """Drop ended triggers and status changes older than the late-event horizon."""
+        cutoff = now_us - self.horizon_us
+        for key, trigger in list(s.triggers.items()):
+            if trigger.ended_at_us is not None and trigger.ended_at_us < cutoff:
+                for ob in self._obligations_of(s, key):
+                    del s.obligations[ob.finding_id]
+                del s.triggers[key]
+        transitions = s.transitions
+        while len(transitions) > 1 and transitions[1][0] < cutoff:
+            del transitions[0]
+
     # -- offboarding evidence ----------------------------------------------------------------
 
     def _emit_evidence(self, s: IdentityState, out: _Out) -> None:
         for key, trigger in s.triggers.items():
-            if trigger.trigger != "leaver" or trigger.evidence_sent:
+            if (
+                trigger.trigger != "leaver"
+                or trigger.evidence_sent
+                or trigger.ended_at_us is not None
+            ):
                 continue
             obligations = self._obligations_of(s, key)
             if any(ob.state != DONE for ob in obligations):
