@@ -19,9 +19,10 @@ from accessdrift.models.vocabulary import (
     Trigger,
 )
 
-#: Obligation lifecycle. PENDING: deadline not yet passed. OPEN: a finding was published and
-#: is not resolved. DONE: met, cancelled or resolved; kept while its trigger lives so that a late
-#: event cannot open it again.
+#: Obligation lifecycle. PENDING: the clock has not passed its deadline + grace (it may already
+#: know that what it asks for landed late: `met_at_us` is set, and firing publishes the open and
+#: the resolved record together). OPEN: a finding was published and is not resolved. DONE: met,
+#: cancelled or resolved; kept while its trigger lives so that a late event cannot open it again.
 PENDING: Final = 0
 OPEN: Final = 1
 DONE: Final = 2
@@ -135,7 +136,9 @@ class Obligation(msgspec.Struct, gc=False):
     opened: bool = False
     detected_at_us: int | None = None
     exception_id: str | None = None
+    #: When what it asks for landed (or its reason ended), and how.
     met_at_us: int | None = None
+    resolution: str | None = None
 
 
 class IdentityState(msgspec.Struct, gc=False):

@@ -199,8 +199,8 @@ class Engine:
             self._change_owner(s, m, out)
 
         if m.status == "active":
-            for inactive_trigger in ("leaver", "suspension"):
-                if (key := _active(s, inactive_trigger)) is not None:
+            for key, trigger in list(s.triggers.items()):
+                if trigger.trigger in ("leaver", "suspension") and trigger.ended_at_us is None:
                     self._close(s, key, at, now_us, out)
             self._unflag_grants_after(s, at, out)
             if previous != "active" and s.identity_kind == "human":
@@ -695,29 +695,56 @@ class Engine:
         now_us: int,
         out: _Out,
     ) -> None:
-        """What `ob` asks for landed (or its reason ended) at `landed_at`, in event time."""
+        """What `ob` asks for landed (or its reason ended) at `landed_at`, in event time.
+
+        On time: done, silently. Late, with a finding open: resolve it. Late while the clock has
+        not yet passed the deadline + grace: remember the landing and let the deadline fire as
+        usual (other late events may still show it on time, or never owed).
+        """
         if ob.state == DONE:
             return
-        if ob.state == PENDING:
-            deadline_us, exception_id = self._effective_deadline(s, ob)
-            if landed_at > deadline_us:
-                self._fire(s, ob, now_us, exception_id, out)
-        ob.met_at_us = landed_at
         if ob.state == OPEN:
-            out.records.append(finding_record(ob, s.identity_id, s.identity_kind, resolution))
+            ob.met_at_us, ob.resolution = landed_at, resolution
+            self._resolve(s, ob, out)
+            return
+        if ob.met_at_us is not None and ob.met_at_us <= landed_at:
+            return
+        ob.met_at_us, ob.resolution = landed_at, resolution
+        if landed_at <= self._effective_deadline(s, ob)[0]:
+            self._done(s, ob)
+
+    @staticmethod
+    def _done(s: IdentityState, ob: Obligation) -> None:
         ob.state = DONE
         if ob.trigger_key is None:
             del s.obligations[ob.finding_id]
 
-    @staticmethod
+    def _resolve(self, s: IdentityState, ob: Obligation, out: _Out) -> None:
+        assert ob.resolution is not None
+        out.records.append(finding_record(ob, s.identity_id, s.identity_kind, ob.resolution))
+        self._done(s, ob)
+
     def _fire(
-        s: IdentityState, ob: Obligation, now_us: int, exception_id: str | None, out: _Out
+        self,
+        s: IdentityState,
+        ob: Obligation,
+        now_us: int,
+        deadline_us: int,
+        exception_id: str | None,
+        out: _Out,
     ) -> None:
+        """The clock passed the deadline + grace: open the finding (and resolve it at once when
+        what it asks for is known to have landed late)."""
+        if ob.met_at_us is not None and ob.met_at_us <= deadline_us:
+            self._done(s, ob)
+            return
         ob.state = OPEN
         ob.opened = True
         ob.detected_at_us = now_us
         ob.exception_id = exception_id
         out.records.append(finding_record(ob, s.identity_id, s.identity_kind))
+        if ob.met_at_us is not None:
+            self._resolve(s, ob, out)
 
     def _fire_after(self, s: IdentityState, ob: Obligation) -> tuple[int, str | None]:
         """The time after which `ob` fires if still pending, and the exception that delayed it.
@@ -739,7 +766,8 @@ class Engine:
                 if now_us > fire_after:
                     due.append((ob.deadline_us, ob.finding_id, ob, exception_id))
         for _, _, ob, exception_id in sorted(due, key=lambda item: (item[0], item[1])):
-            self._fire(s, ob, now_us, exception_id, out)
+            deadline_us = self._effective_deadline(s, ob)[0]
+            self._fire(s, ob, now_us, deadline_us, exception_id, out)
 
     @staticmethod
     def _status_at(s: IdentityState, moment_us: int) -> str | None:
@@ -753,8 +781,11 @@ class Engine:
         """Drop ended triggers and status changes older than the late-event horizon."""
         cutoff = now_us - self.horizon_us
         for key, trigger in list(s.triggers.items()):
-            if trigger.ended_at_us is not None and trigger.ended_at_us < cutoff:
-                for ob in self._obligations_of(s, key):
+            if trigger.ended_at_us is None or trigger.ended_at_us >= cutoff:
+                continue
+            obligations = self._obligations_of(s, key)
+            if all(ob.state == DONE for ob in obligations):
+                for ob in obligations:
                     del s.obligations[ob.finding_id]
                 del s.triggers[key]
         transitions = s.transitions
