@@ -1,0 +1,103 @@
+"""One contract for every record sink, run against each implementation, plus what each adds."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+
+import pytest
+
+from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink
+from accessdrift.models.findings import FindingRecord, OffboardingRecord, Record
+
+FINDING = FindingRecord(
+    finding_id="f1",
+    kind="access_not_revoked",
+    trigger="leaver",
+    status="open",
+    identity_id="alice",
+    identity_kind="human",
+    system="github",
+    entitlement="org-admin",
+    entitlement_kind="role",
+    device_id=None,
+    severity="critical",
+    triggered_at="2026-01-05T09:00:00Z",
+    deadline="2026-01-05T10:00:00Z",
+    detected_at="2026-01-05T10:00:01Z",
+    resolved_at=None,
+    time_to_revoke_seconds=None,
+    trigger_event_id="s2",
+    exception_id=None,
+    summary="alice still holds it.",
+)
+EVIDENCE = OffboardingRecord(
+    offboarding_id="o1",
+    identity_id="alice",
+    identity_kind="human",
+    terminated_at="2026-01-05T09:00:00Z",
+    trigger_event_id="s2",
+    completed_at="2026-01-05T09:00:00Z",
+    all_within_window=True,
+    entitlements=(),
+)
+
+
+def _json_lines() -> tuple[RecordSink, Callable[[], list[dict[str, object]]]]:
+    buffer = io.BytesIO()
+    return JsonLinesSink(buffer), lambda: [json.loads(x) for x in buffer.getvalue().splitlines()]
+
+
+def _discard() -> tuple[RecordSink, Callable[[], list[dict[str, object]]]]:
+    return DiscardSink(), list
+
+
+#: Each factory returns a sink and a reader of what reached its destination (None: nothing does).
+SINKS = {"json_lines": (_json_lines, True), "discard": (_discard, False)}
+
+
+@pytest.fixture(params=sorted(SINKS))
+def sink_under_test(
+    request: pytest.FixtureRequest,
+) -> tuple[RecordSink, Callable[[], list[dict[str, object]]], bool]:
+    factory, delivers = SINKS[request.param]
+    sink, read = factory()
+    return sink, read, delivers
+
+
+def test_contract_every_record_type_is_accepted_and_delivered_in_order(
+    sink_under_test: tuple[RecordSink, Callable[[], list[dict[str, object]]], bool],
+) -> None:
+    sink, read, delivers = sink_under_test
+    records: list[Record] = [FINDING, EVIDENCE, FINDING]
+    for record in records:
+        sink.emit(record)
+    sink.flush()
+
+    delivered = read()
+    expected = [r.record_type for r in records] if delivers else []
+    assert [d["record_type"] for d in delivered] == expected
+
+
+def test_contract_flush_with_nothing_emitted_is_harmless(
+    sink_under_test: tuple[RecordSink, Callable[[], list[dict[str, object]]], bool],
+) -> None:
+    sink, read, _ = sink_under_test
+    sink.flush()
+    sink.flush()
+
+    assert read() == []
+
+
+def test_json_lines_writes_one_compact_line_per_record() -> None:
+    buffer = io.BytesIO()
+    sink = JsonLinesSink(buffer)
+    sink.emit(FINDING)
+    sink.emit(EVIDENCE)
+
+    lines = buffer.getvalue().split(b"\n")
+    assert lines[-1] == b""
+    assert len(lines) == 3
+    assert lines[0].startswith(b'{"record_type":"finding","finding_id":"f1",')
+    assert json.loads(lines[1])["entitlements"] == []

@@ -1,0 +1,159 @@
+"""Unit tests of the engine's interface: repeats and stale messages, messages between
+identities, wake times and grace, and forgetting what the late-event horizon no longer needs."""
+
+from __future__ import annotations
+
+from accessdrift.models.findings import FindingRecord, OffboardingRecord
+from accessdrift.models.messages import (
+    DeviceSignal,
+    EntitlementChange,
+    ExceptionGrant,
+    OwnerLink,
+    OwnerSignal,
+    StatusChange,
+)
+from accessdrift.models.policy import Policy
+from accessdrift.models.state import IdentityState
+from accessdrift.streams.engine import LATE_EVENT_HORIZON_S, Engine
+
+S = 1_000_000
+H = 3600 * S
+T0 = 1_767_600_000 * S
+
+
+def status(
+    identity: str, event_id: str, at: int, value: str, kind: str = "human", owner: str | None = None
+) -> StatusChange:
+    return StatusChange(identity, event_id, at, value, kind, None, owner)  # type: ignore[arg-type]
+
+
+def grant(identity: str, event_id: str, at: int, action: str = "granted") -> EntitlementChange:
+    return EntitlementChange(
+        identity,
+        event_id,
+        at,
+        "github",
+        "admin",
+        action,
+        "role",
+        True,
+        None,
+        False,  # type: ignore[arg-type]
+    )
+
+
+def run(engine: Engine, state: IdentityState, *messages: object, now_us: int) -> list[object]:
+    out: list[object] = []
+    for message in messages:
+        step = engine.apply(state, message, now_us)  # type: ignore[arg-type]
+        state = step.state
+        out.extend([*step.records, *step.messages])
+    return out
+
+
+def test_repeated_and_stale_messages_are_not_applied() -> None:
+    engine = Engine(Policy())
+    state = engine.new_state("alice")
+    signal = DeviceSignal("alice", "d1", T0, "mac", "compliant", True)
+    waiver = ExceptionGrant("alice", "x1", T0, "EXC", None, None, T0 + H, "r", "b")
+    messages = [status("alice", "s1", T0, "active"), grant("alice", "g1", T0), signal, waiver]
+
+    assert [engine.apply(state, m, T0).applied for m in messages] == [True] * 4
+    assert [engine.apply(state, m, T0).applied for m in messages] == [False] * 4
+    stale = [status("alice", "s0", T0 - 1, "terminated"), grant("alice", "g0", T0 - 1, "revoked")]
+    assert [engine.apply(state, m, T0).applied for m in stale] == [False, False]
+    assert state.status == "active"
+    assert state.grants["github\x1fadmin"].held
+
+
+def test_wake_time_is_the_deadline_plus_grace_and_advance_fires_after_it() -> None:
+    engine = Engine(Policy(), grace_s=60)
+    state = engine.new_state("alice")
+    run(engine, state, grant("alice", "g1", T0), now_us=T0)
+    step = engine.apply(state, status("alice", "s1", T0 + H, "terminated"), T0 + H)
+
+    assert step.wake_us == T0 + 2 * H + 60 * S
+    assert engine.advance(state, T0 + 2 * H + 60 * S).records == []
+    fired = engine.advance(state, T0 + 2 * H + 60 * S + 1).records
+    assert [(r.trigger, r.status) for r in fired if isinstance(r, FindingRecord)] == [
+        ("leaver", "open")
+    ]
+    assert engine.wake_us(state) is None
+
+
+def test_a_non_human_identity_links_to_its_owner_and_unlinks_on_a_new_owner() -> None:
+    engine = Engine(Policy())
+    nhi = engine.new_state("svc")
+
+    first = run(
+        engine, nhi, status("svc", "n1", T0, "active", "service_account", "alice"), now_us=T0
+    )
+    second = run(
+        engine, nhi, status("svc", "n2", T0 + H, "active", "service_account", "bob"), now_us=T0
+    )
+
+    assert first == [OwnerLink("alice", "n1", T0, "svc", linked=True)]
+    assert second == [
+        OwnerLink("alice", "n2", T0 + H, "svc", linked=False),
+        OwnerLink("bob", "n2", T0 + H, "svc", linked=True),
+    ]
+
+
+def test_an_owner_answers_a_link_and_signals_status_changes_to_linked_nhis_only() -> None:
+    engine = Engine(Policy())
+    owner = engine.new_state("alice")
+    run(engine, owner, status("alice", "s1", T0, "active"), now_us=T0)
+
+    reply = run(engine, owner, OwnerLink("alice", "n1", T0, "svc", linked=True), now_us=T0)
+    run(engine, owner, OwnerLink("alice", "n2", T0, "old", linked=True), now_us=T0)
+    run(engine, owner, OwnerLink("alice", "n3", T0 + 1, "old", linked=False), now_us=T0)
+    change = run(engine, owner, status("alice", "s2", T0 + H, "terminated"), now_us=T0 + H)
+
+    assert reply == [OwnerSignal("svc", "s1", T0, "alice", "active")]
+    signals = [m for m in change if isinstance(m, OwnerSignal)]
+    assert signals == [OwnerSignal("svc", "s2", T0 + H, "alice", "terminated")]
+
+
+def test_an_owner_signal_for_a_former_owner_is_ignored() -> None:
+    engine = Engine(Policy())
+    nhi = engine.new_state("svc")
+    run(engine, nhi, status("svc", "n1", T0, "active", "service_account", "bob"), now_us=T0)
+
+    step = engine.apply(nhi, OwnerSignal("svc", "s2", T0 + H, "alice", "terminated"), T0 + H)
+
+    assert not step.applied
+    assert nhi.triggers == {}
+
+
+def test_offboarding_is_emitted_once_when_the_last_obligation_is_met() -> None:
+    engine = Engine(Policy())
+    state = engine.new_state("alice")
+    run(engine, state, grant("alice", "g1", T0), now_us=T0)
+    at_termination = run(engine, state, status("alice", "s1", T0 + H, "terminated"), now_us=T0 + H)
+    at_revoke = run(engine, state, grant("alice", "r1", T0 + H + 60 * S, "revoked"), now_us=T0 + H)
+    repeat = run(engine, state, grant("alice", "r1", T0 + H + 60 * S, "revoked"), now_us=T0 + H)
+
+    assert at_termination == []
+    assert [type(r) for r in at_revoke] == [OffboardingRecord]
+    assert repeat == []
+
+
+def test_ended_triggers_are_forgotten_after_the_late_event_horizon() -> None:
+    engine = Engine(Policy())
+    state = engine.new_state("alice")
+    run(
+        engine,
+        state,
+        grant("alice", "g1", T0),
+        status("alice", "s1", T0 + H, "terminated"),
+        status("alice", "s2", T0 + 2 * H, "active"),
+        now_us=T0 + 2 * H,
+    )
+    assert any(t.ended_at_us is not None for t in state.triggers.values())
+
+    later = T0 + 3 * H + LATE_EVENT_HORIZON_S * S
+    run(engine, state, grant("alice", "r1", later, "revoked"), now_us=later)
+
+    assert [t.trigger for t in state.triggers.values()] == ["joiner"]
+    assert [ob.trigger for ob in state.obligations.values()] == ["joiner"]
+    assert state.transitions == [(T0 + 2 * H, "active")]
