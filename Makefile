@@ -30,7 +30,7 @@ test: lint
 	$(BIN)/pytest -q
 
 demo: relink
-	$(BIN)/accessdrift replay --until 2026-03-10T00:00:00Z --evidence /dev/stderr deploy/demo/events.jsonl
+	$(BIN)/accessdrift replay --format text --evidence - --until 2026-03-11T00:00:00Z deploy/demo/events.jsonl
 
 bench: relink
 	$(BIN)/python bench/replay_bench.py

@@ -7,9 +7,9 @@ contract tests.
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TextIO
 
-from accessdrift.models.findings import Record, encode_record
+from accessdrift.models.findings import FindingRecord, Record, encode_record
 
 
 class RecordSink(Protocol):
@@ -42,3 +42,34 @@ class DiscardSink:
 
     def flush(self) -> None:
         return None
+
+
+class TextSink:
+    """Writes each record as one line for a person reading a terminal.
+
+    `2026-03-03T18:05:00Z  OPEN      critical  [187fb9c2]  alice was terminated at ...`
+    The time is when the record happened: detection for an open finding, the landing change for
+    a resolved one, completion for offboarding evidence.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def emit(self, record: Record) -> None:
+        if isinstance(record, FindingRecord):
+            at = record.resolved_at if record.status == "resolved" else record.detected_at
+            line = (
+                f"{at}  {record.status.upper():<9} {record.severity:<9} "
+                f"[{record.finding_id[:8]}]  {record.summary}"
+            )
+        else:
+            late = sum(1 for entry in record.entitlements if not entry.within_window)
+            line = (
+                f"{record.completed_at}  {'EVIDENCE':<9} {'':<9} [{record.offboarding_id[:8]}]  "
+                f"Offboarding of {record.identity_id} (terminated {record.terminated_at}) is "
+                f"complete: {len(record.entitlements)} entitlement(s) revoked, {late} late."
+            )
+        self._stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self._stream.flush()

@@ -103,27 +103,10 @@ _TRIGGER_WORD: Final[dict[Trigger, str]] = {
     "grant_while_inactive": "grant",
 }
 
-_RESOLUTION: Final[dict[str, str]] = {
-    "revoked": "was revoked",
-    "regranted": "was re-approved",
-    "trusted_device": "now has a compliant device",
-    "reowned": "has an active owner again",
-    "retired": "was terminated",
-    "ended": "no longer applies (the state that triggered it changed back)",
-    "withdrawn": "was already gone at the trigger (the change arrived late)",
-    "reactivated": "went to an identity that was active again by then (the change arrived late)",
-}
-
 
 def _access(ob: Obligation) -> str:
     privileged = "privileged " if ob.privileged else ""
     return f"{privileged}{ob.entitlement_kind} {ob.entitlement} in {ob.system}"
-
-
-def _subject(ob: Obligation, identity_id: str) -> str:
-    if ob.system is None:
-        return identity_id
-    return f"{_access(ob)} of {identity_id}"
 
 
 def _open_summary(ob: Obligation, identity_id: str, identity_kind: IdentityKind) -> str:
@@ -171,12 +154,42 @@ def _open_summary(ob: Obligation, identity_id: str, identity_kind: IdentityKind)
     return text
 
 
+def _what_landed(ob: Obligation, identity_id: str, resolution: str) -> str:
+    """What happened that resolved the finding, as the start of a sentence."""
+    match resolution:
+        case "revoked":
+            return f"{_access(ob)} of {identity_id} was revoked"
+        case "regranted":
+            return f"{_access(ob)} of {identity_id} was re-approved"
+        case "trusted_device":
+            return f"{identity_id} has a compliant device"
+        case "reowned":
+            return f"{identity_id} has an active owner"
+        case "retired":
+            return f"{identity_id} was terminated"
+        case "withdrawn":
+            return f"{_access(ob)} of {identity_id} turned out to be revoked before the trigger"
+        case "reactivated":
+            return f"{identity_id} turned out to be active again when {_access(ob)} was granted"
+    match ob.trigger:
+        case "leaver" | "suspension":
+            return f"{identity_id} is active again"
+        case "mover":
+            return f"{identity_id} was terminated and offboarding took over"
+        case "device_untrusted":
+            return f"device {ob.device_id} is compliant again"
+        case "joiner":
+            return f"{identity_id} is no longer active"
+        case _:
+            return f"the owner {ob.context} of {identity_id} is active again"
+
+
 def _resolved_summary(ob: Obligation, identity_id: str, resolution: str) -> str:
     assert ob.met_at_us is not None
-    after = format_duration_s((ob.met_at_us - ob.triggered_at_us) / US_PER_S)
+    after = format_duration_s(max(0, ob.met_at_us - ob.triggered_at_us) / US_PER_S)
     window = format_duration_s((ob.deadline_us - ob.triggered_at_us) / US_PER_S)
     return (
-        f"Resolved: {_subject(ob, identity_id)} {_RESOLUTION[resolution]} at "
+        f"Resolved: {_what_landed(ob, identity_id, resolution)} as of "
         f"{format_us(ob.met_at_us)}, {after} after the {_TRIGGER_WORD[ob.trigger]} "
         f"(window {window})."
     )

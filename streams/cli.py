@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink
+from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
 from accessdrift.models.clock import parse_us
 from accessdrift.models.errors import PolicyError
 from accessdrift.models.policy import Policy, load_policy
@@ -75,7 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--evidence",
         metavar="FILE",
-        help="write offboarding evidence records (JSON lines) to FILE",
+        help="write offboarding evidence records to FILE (- : standard output, with the findings)",
+    )
+    run.add_argument(
+        "--format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one stable JSON object per line (default); text: one line for a person",
     )
     return parser
 
@@ -92,6 +99,12 @@ def _inputs(names: Sequence[str]) -> Iterator[list[tuple[str, BinaryIO]]]:
         yield opened
 
 
+def _sink(output_format: str, stream: BinaryIO) -> RecordSink:
+    if output_format == "text":
+        return TextSink(io.TextIOWrapper(stream, encoding="utf-8", write_through=True))
+    return JsonLinesSink(stream)
+
+
 def _replay(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy) if args.policy else Policy()
@@ -103,8 +116,11 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"accessdrift: no such input file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
     with contextlib.ExitStack() as stack:
+        findings = _sink(args.format, sys.stdout.buffer)
         evidence: RecordSink = DiscardSink()
-        if args.evidence:
+        if args.evidence == "-":
+            evidence = findings
+        elif args.evidence:
             try:
                 evidence_file = stack.enter_context(Path(args.evidence).open("wb"))
             except OSError as error:
@@ -112,12 +128,12 @@ def _replay(args: argparse.Namespace) -> int:
                     f"accessdrift: cannot write {args.evidence}: {error.strerror}", file=sys.stderr
                 )
                 return EXIT_USAGE
-            evidence = JsonLinesSink(evidence_file)
+            evidence = _sink(args.format, evidence_file)
         inputs = stack.enter_context(_inputs(args.files))
         summary = replay(
             inputs,
             Engine(policy, grace_s=args.grace),
-            JsonLinesSink(sys.stdout.buffer),
+            findings,
             evidence,
             errors=sys.stderr,
             until_us=args.until,

@@ -208,8 +208,8 @@ class Engine:
             elif previous == "active" and previous_role and m.role and previous_role != m.role:
                 self._open(s, TriggerState("mover", m.event_id, at), now_us, out)
         else:
-            if (key := _active(s, "joiner")) is not None:
-                self._close(s, key, at, now_us, out)
+            if (joiner_key := _active(s, "joiner")) is not None:
+                self._close(s, joiner_key, at, now_us, out)
             if m.status == "terminated":
                 for key, trigger in list(s.triggers.items()):
                     if trigger.trigger == "mover" and trigger.ended_at_us is None:

@@ -61,7 +61,7 @@ class ReplaySummary:
             f"{self.ignored:,} ignored as repeats or stale; "
             f"findings: {self.opened:,} opened, {self.resolved:,} resolved, "
             f"{self.opened - self.resolved:,} still open; "
-            f"{self.offboarding:,} offboarding records; "
+            f"offboarding records: {self.offboarding:,}; "
             f"{self.pending:,} obligations pending at {clock}"
         )
 

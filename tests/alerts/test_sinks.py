@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink
+from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
 from accessdrift.models.findings import FindingRecord, OffboardingRecord, Record
 
 FINDING = FindingRecord(
@@ -49,12 +49,23 @@ def _json_lines() -> tuple[RecordSink, Callable[[], list[dict[str, object]]]]:
     return JsonLinesSink(buffer), lambda: [json.loads(x) for x in buffer.getvalue().splitlines()]
 
 
+def _text() -> tuple[RecordSink, Callable[[], list[dict[str, object]]]]:
+    buffer = io.StringIO()
+
+    def read() -> list[dict[str, object]]:
+        kinds = {"OPEN": "finding", "RESOLVED": "finding", "EVIDENCE": "offboarding"}
+        return [{"record_type": kinds[line.split()[1]]} for line in buffer.getvalue().splitlines()]
+
+    return TextSink(buffer), read
+
+
 def _discard() -> tuple[RecordSink, Callable[[], list[dict[str, object]]]]:
     return DiscardSink(), list
 
 
-#: Each factory returns a sink and a reader of what reached its destination (None: nothing does).
-SINKS = {"json_lines": (_json_lines, True), "discard": (_discard, False)}
+#: Each factory returns a sink, a reader of what reached its destination, and whether the sink
+#: delivers at all.
+SINKS = {"json_lines": (_json_lines, True), "text": (_text, True), "discard": (_discard, False)}
 
 
 @pytest.fixture(params=sorted(SINKS))
@@ -101,3 +112,15 @@ def test_json_lines_writes_one_compact_line_per_record() -> None:
     assert len(lines) == 3
     assert lines[0].startswith(b'{"record_type":"finding","finding_id":"f1",')
     assert json.loads(lines[1])["entitlements"] == []
+
+
+def test_text_puts_time_status_severity_and_id_before_the_summary() -> None:
+    buffer = io.StringIO()
+    sink = TextSink(buffer)
+    sink.emit(FINDING)
+    sink.emit(EVIDENCE)
+
+    finding_line, evidence_line = buffer.getvalue().splitlines()
+    assert finding_line == ("2026-01-05T10:00:01Z  OPEN      critical  [f1]  alice still holds it.")
+    assert evidence_line.startswith("2026-01-05T09:00:00Z  EVIDENCE")
+    assert "Offboarding of alice (terminated 2026-01-05T09:00:00Z) is complete" in evidence_line

@@ -154,3 +154,15 @@ def test_a_broken_policy_file_is_a_usage_error_naming_file_and_field(tmp_path: P
 
     assert result.returncode == 2
     assert f"{policy}: suspension.window: invalid duration 'soon'" in result.stderr
+
+
+def test_text_format_with_evidence_on_standard_output(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(ALICE) + "\n")
+
+    result = replay("--format", "text", "--evidence", "-", str(path))
+
+    assert result.returncode == 0
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("2026-01-06T09:30:00Z  EVIDENCE")
+    assert "Offboarding of alice" in line
