@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 US_PER_S = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 
 
 def to_us(moment: datetime) -> int:
     """Microseconds since the epoch for a timezone-aware datetime (exact, no float rounding)."""
-    return (moment - _EPOCH) // _ONE_US
+    since = moment - _EPOCH
+    return (since.days * 86_400 + since.seconds) * US_PER_S + since.microseconds
 
 
 def parse_us(text: str) -> int:

@@ -167,7 +167,11 @@ class IdentityState(msgspec.Struct, gc=False):
     devices: dict[str, DeviceView] = msgspec.field(default_factory=dict)
     waivers: dict[str, Waiver] = msgspec.field(default_factory=dict)
     triggers: dict[str, TriggerState] = msgspec.field(default_factory=dict)
+    #: Obligations still PENDING or OPEN, by finding id: the only ones the clock can affect.
     obligations: dict[str, Obligation] = msgspec.field(default_factory=dict)
+    #: DONE obligations of triggers still remembered, by finding id (evidence, and a guard
+    #: against opening the same obligation twice).
+    settled: dict[str, Obligation] = msgspec.field(default_factory=dict)
 
 
 class DeviceState(msgspec.Struct, gc=False):

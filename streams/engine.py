@@ -70,6 +70,8 @@ from accessdrift.models.vocabulary import (
 )
 
 _INACTIVE: Final = frozenset({"suspended", "terminated"})
+#: Triggers with one obligation on the identity itself rather than one per entitlement.
+_IDENTITY_WIDE: Final = frozenset({"joiner", "owner_departed"})
 
 #: How long ended triggers and old status changes are remembered so that events arriving late
 #: between streams are still judged correctly. Events later than this are judged on what is left.
@@ -155,11 +157,11 @@ class Engine:
         """Apply one message keyed to `state.identity_id`, then fire whatever is due at `now_us`."""
         out = _Out()
         applied = self._handlers[type(message)](state, message, now_us, out)
+        wake_us = None
         if state.obligations:
             self._fire_due(state, now_us, out)
-        if state.triggers:
-            self._forget_old(state, now_us)
-        return Step(state, applied, out.records, out.messages, self.wake_us(state))
+            wake_us = self.wake_us(state)
+        return Step(state, applied, out.records, out.messages, wake_us)
 
     def advance(self, state: IdentityState, now_us: int) -> Step:
         """Let time pass to `now_us` with no new message: fire every obligation now overdue."""
@@ -225,6 +227,7 @@ class Engine:
                     ):
                         self._flag_inactive_grant(s, grant, now_us, out)
         self._check_owner_departed(s, now_us, out)
+        self._forget_old(s, now_us)
         return True
 
     def _on_entitlement(
@@ -239,17 +242,17 @@ class Engine:
         if grant is None:
             granted = m.action == "granted"
             grant = Grant(
-                system=m.system,
-                entitlement=m.entitlement,
-                kind=m.kind,
-                privileged=m.privileged,
-                device_id=m.device_id,
-                requires_trusted_device=m.requires_trusted_device,
-                held=granted,
-                changed_at_us=at,
-                event_id=m.event_id,
-                granted_at_us=at if granted else None,
-                grant_event_id=m.event_id if granted else None,
+                m.system,
+                m.entitlement,
+                m.kind,
+                m.privileged,
+                m.device_id,
+                m.requires_trusted_device,
+                granted,
+                at,
+                m.event_id,
+                at if granted else None,
+                m.event_id if granted else None,
             )
             s.grants[key] = grant
             new_interval = granted
@@ -267,14 +270,18 @@ class Engine:
                 grant.held = False
             grant.changed_at_us, grant.event_id = at, m.event_id
 
-        for ob in list(s.obligations.values()):
-            if ob.system == m.system and ob.entitlement == m.entitlement and ob.state != DONE:
-                self._settle_from_grant(s, ob, grant, now_us, out)
-        for tkey, trigger in list(s.triggers.items()):
-            self._oblige(s, tkey, trigger, grant, now_us, out)
+        if s.obligations:
+            for ob in list(s.obligations.values()):
+                if ob.system == m.system and ob.entitlement == m.entitlement:
+                    self._settle_from_grant(s, ob, grant, now_us, out)
+        if s.triggers:
+            for tkey, trigger in s.triggers.items():
+                if trigger.trigger not in _IDENTITY_WIDE:
+                    self._oblige(s, tkey, trigger, grant, now_us, out)
         if new_interval and not grant.flagged_inactive and self._status_at(s, at) in _INACTIVE:
             self._flag_inactive_grant(s, grant, now_us, out)
-        self._emit_evidence(s, out)
+        if s.status == "terminated":
+            self._emit_evidence(s, out)
         return True
 
     def _on_exception(self, s: IdentityState, m: ExceptionGrant, now_us: int, out: _Out) -> bool:
@@ -320,6 +327,7 @@ class Engine:
                 self._open(s, trigger, now_us, out)
             else:
                 self._escalate(s, key, m.posture, at + window_us)
+        self._forget_old(s, now_us)
         return True
 
     def _on_owner_link(self, s: IdentityState, m: OwnerLink, now_us: int, out: _Out) -> bool:
@@ -491,7 +499,7 @@ class Engine:
             trigger.device_id,
             grant.grant_event_id if granted_after else None,
         )
-        if finding_id in s.obligations:
+        if finding_id in s.obligations or finding_id in s.settled:
             return
         triggered_at = at
         match trigger.trigger:
@@ -645,8 +653,6 @@ class Engine:
     ) -> None:
         """A bound device became compliant: joiners are met, and so are trusted-device needs."""
         for ob in list(s.obligations.values()):
-            if ob.state == DONE:
-                continue
             if ob.trigger == "joiner":
                 self._settle(s, ob, max(at, ob.triggered_at_us), "trusted_device", now_us, out)
             elif (
@@ -673,7 +679,12 @@ class Engine:
 
     @staticmethod
     def _obligations_of(s: IdentityState, key: str) -> list[Obligation]:
+        """The live (PENDING or OPEN) obligations of a trigger."""
         return [ob for ob in s.obligations.values() if ob.trigger_key == key]
+
+    @staticmethod
+    def _settled_of(s: IdentityState, key: str) -> list[Obligation]:
+        return [ob for ob in s.settled.values() if ob.trigger_key == key]
 
     def _effective_deadline(self, s: IdentityState, ob: Obligation) -> tuple[int, str | None]:
         """The deadline after exceptions: the latest expiry of an exception covering it."""
@@ -716,8 +727,9 @@ class Engine:
     @staticmethod
     def _done(s: IdentityState, ob: Obligation) -> None:
         ob.state = DONE
-        if ob.trigger_key is None:
-            del s.obligations[ob.finding_id]
+        del s.obligations[ob.finding_id]
+        if ob.trigger_key is not None:
+            s.settled[ob.finding_id] = ob
 
     def _resolve(self, s: IdentityState, ob: Obligation, out: _Out) -> None:
         assert ob.resolution is not None
@@ -778,15 +790,18 @@ class Engine:
         return None
 
     def _forget_old(self, s: IdentityState, now_us: int) -> None:
-        """Drop ended triggers and status changes older than the late-event horizon."""
+        """Drop ended triggers and status changes older than the late-event horizon.
+
+        Runs on status and device messages (the ones that end triggers), not on the far more
+        frequent entitlement changes, so the hot path does not pay for it.
+        """
         cutoff = now_us - self.horizon_us
         for key, trigger in list(s.triggers.items()):
             if trigger.ended_at_us is None or trigger.ended_at_us >= cutoff:
                 continue
-            obligations = self._obligations_of(s, key)
-            if all(ob.state == DONE for ob in obligations):
-                for ob in obligations:
-                    del s.obligations[ob.finding_id]
+            if not self._obligations_of(s, key):
+                for ob in self._settled_of(s, key):
+                    del s.settled[ob.finding_id]
                 del s.triggers[key]
         transitions = s.transitions
         while len(transitions) > 1 and transitions[1][0] < cutoff:
@@ -802,11 +817,10 @@ class Engine:
                 or trigger.ended_at_us is not None
             ):
                 continue
-            obligations = self._obligations_of(s, key)
-            if any(ob.state != DONE for ob in obligations):
+            if self._obligations_of(s, key):
                 continue
             trigger.evidence_sent = True
-            out.records.append(self._offboarding_record(s, trigger, obligations))
+            out.records.append(self._offboarding_record(s, trigger, self._settled_of(s, key)))
 
     @staticmethod
     def _offboarding_record(

@@ -43,23 +43,26 @@ class LocalRuntime:
 
     def submit(self, message: InputMessage, now_us: int) -> bool:
         """Apply one input message at `now_us`, with everything it sets off; False if ignored."""
+        messages: list[IdentityMessage]
         if isinstance(message, DevicePosture):
             before = self.devices.get(message.device_id)
             after, signals = route_device(before, message)
             applied = after is not before
             if after is not None:
                 self.devices[message.device_id] = after
-            queue: deque[IdentityMessage] = deque(signals)
+            messages = list(signals)
         else:
             step = self._apply(message, now_us)
             applied = step.applied
-            queue = deque(step.messages)
+            messages = step.messages
         if applied:
             self.counts.applied += 1
         else:
             self.counts.ignored += 1
-        while queue:
-            queue.extend(self._apply(queue.popleft(), now_us).messages)
+        if messages:
+            queue = deque(messages)
+            while queue:
+                queue.extend(self._apply(queue.popleft(), now_us).messages)
         return applied
 
     def advance(self, now_us: int) -> None:
@@ -87,9 +90,10 @@ class LocalRuntime:
 
     def _record(self, step: Step) -> Step:
         self.deadlines.set(step.state.identity_id, step.wake_us)
-        for record in step.records:
-            self._count(record)
-            self.sink.emit(record)
+        if step.records:
+            for record in step.records:
+                self._count(record)
+                self.sink.emit(record)
         return step
 
     def _count(self, record: Record) -> None:

@@ -152,7 +152,7 @@ def test_ended_triggers_are_forgotten_after_the_late_event_horizon() -> None:
     assert any(t.ended_at_us is not None for t in state.triggers.values())
 
     later = T0 + 3 * H + LATE_EVENT_HORIZON_S * S
-    run(engine, state, grant("alice", "r1", later, "revoked"), now_us=later)
+    run(engine, state, status("alice", "s3", later, "active"), now_us=later)
 
     assert [t.trigger for t in state.triggers.values()] == ["joiner"]
     assert [ob.trigger for ob in state.obligations.values()] == ["joiner"]
