@@ -35,3 +35,14 @@ class PolicyError(AccessdriftError, ValueError):
         self.reason = reason
         location = f"{path}: {field}" if field else path
         super().__init__(f"{location}: {reason}")
+
+
+class BrokerError(AccessdriftError, RuntimeError):
+    """The Kafka broker could not be started or reached; the message says what to check."""
+
+    def __init__(
+        self, message: str, *, retryable: bool = False, retry_after_s: float | None = None
+    ):
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -6,21 +6,27 @@ import argparse
 import contextlib
 import io
 import math
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
 from accessdrift.models.clock import parse_us
-from accessdrift.models.errors import PolicyError
+from accessdrift.models.errors import BrokerError, PolicyError
 from accessdrift.models.policy import Policy, load_policy
+from accessdrift.streams.broker import LOOPBACK, EmbeddedBroker
 from accessdrift.streams.engine import Engine
+from accessdrift.streams.produce import produce
 from accessdrift.streams.replay import replay
+from accessdrift.streams.settings import DEFAULT_BROKER, Topics, broker_from_env
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
 
 
 def _timestamp(text: str) -> int:
@@ -84,6 +90,38 @@ def _parser() -> argparse.ArgumentParser:
         default="json",
         help="json: one stable JSON object per line (default); text: one line for a person",
     )
+    broker = commands.add_parser(
+        "broker",
+        help="run a local Kafka-protocol broker (memory only) for development and demos",
+        description=(
+            "Run the embedded Tansu broker on loopback until interrupted (Ctrl-C). It speaks the "
+            "Kafka protocol but keeps everything in memory: for development, demos and tests "
+            "only. In production, point the worker at a real Kafka cluster."
+        ),
+    )
+    broker.add_argument(
+        "--host", default=LOOPBACK, help=f"address to listen on (default {LOOPBACK})"
+    )
+    broker.add_argument("--port", type=int, default=9092, help="port to listen on (default 9092)")
+
+    send = commands.add_parser(
+        "produce",
+        help="publish replay-format lines to Kafka",
+        description=(
+            "Validate each replay-format line and publish its event to its stream's topic, keyed "
+            "by identity_id (device_id for device.posture). Bad lines are reported as FILE:LINE: "
+            "reason and not sent. Topic names come from ACCESSDRIFT_TOPIC_<STREAM> variables. "
+            "Exit status: 0 all sent, 1 some rejected, 2 usage error, 3 Kafka unreachable."
+        ),
+    )
+    send.add_argument(
+        "files", nargs="+", metavar="FILE", help="input files; - reads standard input"
+    )
+    send.add_argument(
+        "--broker",
+        default=None,
+        help=f"Kafka bootstrap address (default: ACCESSDRIFT_BROKER or {DEFAULT_BROKER})",
+    )
     return parser
 
 
@@ -143,12 +181,55 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_REJECTED if summary.rejected else EXIT_OK
 
 
+def _broker(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    broker = EmbeddedBroker(args.host, args.port)
+    try:
+        broker.start()
+    except BrokerError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print(
+        f"accessdrift: broker ready at {broker.bootstrap} (Tansu, memory only: for development "
+        "and tests; use a real Kafka cluster in production). Ctrl-C stops it.",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        while broker.running and not stop.wait(0.2):
+            pass
+        if not broker.running:
+            print("accessdrift: the broker exited unexpectedly", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    finally:
+        broker.stop()
+    print("accessdrift: broker stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+def _produce(args: argparse.Namespace) -> int:
+    missing = [name for name in args.files if name != "-" and not Path(name).is_file()]
+    if missing:
+        print(f"accessdrift: no such input file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    bootstrap = args.broker or broker_from_env()
+    with _inputs(args.files) as inputs:
+        try:
+            summary = produce(inputs, bootstrap, Topics.from_env(), errors=sys.stderr)
+        except BrokerError as error:
+            print(f"accessdrift: {error}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    print(summary.describe(), file=sys.stderr)
+    return EXIT_REJECTED if summary.rejected else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `accessdrift` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.command == "replay":
-        return _replay(args)
-    raise AssertionError(f"unhandled command {args.command}")
+    commands = {"replay": _replay, "broker": _broker, "produce": _produce}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
