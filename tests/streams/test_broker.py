@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,11 @@ def test_a_taken_port_is_a_clear_retryable_error() -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
         broker = EmbeddedBroker(port=port)
-        with pytest.raises(BrokerError) as caught:
-            broker.start(timeout_s=5)
+        try:
+            with pytest.raises(BrokerError) as caught:
+                broker.start(timeout_s=5)
+        finally:
+            broker.stop()
 
     assert caught.value.retryable
     assert f"127.0.0.1:{port}" in str(caught.value)
@@ -114,3 +118,33 @@ def test_produce_says_when_kafka_is_unreachable() -> None:
     assert result.returncode == 3
     assert "cannot reach Kafka at 127.0.0.1:" in result.stderr
     assert "start one with `accessdrift broker`" in result.stderr
+
+
+def test_the_broker_dies_with_the_process_that_started_it() -> None:
+    port = free_port()
+    script = (
+        "import sys, time; from accessdrift.streams.broker import EmbeddedBroker; "
+        f"EmbeddedBroker(port={port}).start(); print('up', flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == "up"
+        assert wait_for_port("127.0.0.1", port, 1.0)
+        parent.kill()
+        parent.wait()
+        assert not _still_listening(port, within_s=5.0)
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+def _still_listening(port: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not wait_for_port("127.0.0.1", port, 0.1):
+            return False
+        time.sleep(0.1)
+    return True
