@@ -6,12 +6,15 @@ import argparse
 import contextlib
 import io
 import math
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+from pydantic import ValidationError
 
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
 from accessdrift.models.clock import parse_us
@@ -22,6 +25,7 @@ from accessdrift.streams.engine import Engine
 from accessdrift.streams.produce import produce
 from accessdrift.streams.replay import replay
 from accessdrift.streams.settings import DEFAULT_BROKER, Topics, broker_from_env
+from accessdrift.streams.worker import WorkerSettings, run_worker
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
@@ -122,7 +126,36 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"Kafka bootstrap address (default: ACCESSDRIFT_BROKER or {DEFAULT_BROKER})",
     )
+    work = commands.add_parser(
+        "worker",
+        help="run the engine live on Kafka (faust worker)",
+        description=(
+            "Consume the four input topics, keep per-identity state in a changelog-backed table, "
+            "fire deadlines as time passes, and publish findings to the findings topic and bad "
+            "records to the dead-letter topic. Every flag has an ACCESSDRIFT_ variable (shown in "
+            "brackets); a flag wins over the variable. Stops cleanly on Ctrl-C or SIGTERM."
+        ),
+    )
+    _env_flag(work, "--broker", "BROKER", DEFAULT_BROKER, "Kafka bootstrap address")
+    _env_flag(work, "--policy", "POLICY", None, "policy file (TOML or YAML)")
+    _env_flag(work, "--app-id", "APP_ID", "accessdrift", "consumer group and internal topic prefix")
+    _env_flag(work, "--partitions", "PARTITIONS", "8", "partitions of internal topics and tables")
+    _env_flag(work, "--web-port", "WEB_PORT", "6066", "port of the worker's web server (loopback)")
+    _env_flag(work, "--store", "STORE", "memory", "table store: memory, or rocksdb (rocksdict)")
+    _env_flag(work, "--data-dir", "DATA_DIR", ".accessdrift", "where a rocksdb store keeps data")
+    _env_flag(work, "--grace", "GRACE_S", "60", "seconds of lateness tolerated after a deadline")
+    _env_flag(
+        work, "--session-timeout", "SESSION_TIMEOUT_S", "30", "consumer group session timeout (s)"
+    )
     return parser
+
+
+def _env_flag(
+    parser: argparse.ArgumentParser, flag: str, variable: str, default: str | None, text: str
+) -> None:
+    name = f"ACCESSDRIFT_{variable}"
+    shown = f" (default {default})" if default is not None else ""
+    parser.add_argument(flag, default=os.environ.get(name, default), help=f"{text} [{name}]{shown}")
 
 
 @contextlib.contextmanager
@@ -225,10 +258,39 @@ def _produce(args: argparse.Namespace) -> int:
     return EXIT_REJECTED if summary.rejected else EXIT_OK
 
 
+def _worker(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.policy) if args.policy else Policy()
+    except PolicyError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    stores = {"memory": "memory://", "rocksdb": "rocksdb://"}
+    if args.store not in stores:
+        print(f"accessdrift: unknown store {args.store!r}: use memory or rocksdb", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings = WorkerSettings(
+            app_id=args.app_id,
+            broker=args.broker,
+            topics=Topics.from_env(),
+            partitions=int(args.partitions),
+            store=stores[args.store],
+            data_dir=Path(args.data_dir),
+            web_port=int(args.web_port),
+            grace_s=float(args.grace),
+            session_timeout_s=float(args.session_timeout),
+        )
+    except (ValueError, ValidationError) as error:
+        print(f"accessdrift: invalid worker setting: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    run_worker(settings, policy)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `accessdrift` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    commands = {"replay": _replay, "broker": _broker, "produce": _produce}
+    commands = {"replay": _replay, "broker": _broker, "produce": _produce, "worker": _worker}
     return commands[args.command](args)
 
 

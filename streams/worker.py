@@ -1,0 +1,262 @@
+"""The live runtime: the engine on Kafka with faust-streaming (aiokafka transport).
+
+Shape of the pipeline, every arrow a Kafka topic:
+
+    identity.status ┐
+    entitlement.change ├─ ingest (validate) ─► <app>.identity-inbox ─► identities agent ─► findings
+    access.exception ┘                              ▲          │ (table: identities)
+    device.posture ─ ingest ─► <app>.device-inbox ─► devices agent (table: devices)
+                                                    └── DeviceSignal / OwnerLink / OwnerSignal
+    a record that breaks the contract ─────────────────────────────────────────────► deadletter
+
+The ingest agents only validate and forward, keyed by identity or device, to internal topics
+this app owns; the agents that own a table read only those, so every table write happens inside
+stream iteration and lands on the changelog partition of the key (co-partitioning holds whatever
+the input topics' partition counts). Deadlines fire on ticks: the leader sends a tick to every
+partition of the identity inbox each `tick_interval_s`, and the identities agent fires what is due
+for that partition, so the state change still happens inside the stream.
+
+Processing is at-least-once. The state records what each finding's last published status was;
+a message redelivered after a crash is recognised by the engine as a repeat and publishes
+nothing again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final
+
+import faust
+import msgspec
+from aiokafka.partitioner import DefaultPartitioner
+from pydantic import BaseModel, ConfigDict, Field
+
+from accessdrift.models.errors import ContractError
+from accessdrift.models.events import (
+    ACCESS_EXCEPTION,
+    DEVICE_POSTURE,
+    ENTITLEMENT_CHANGE,
+    IDENTITY_STATUS,
+    decode_event,
+)
+from accessdrift.models.findings import encode_record
+from accessdrift.models.messages import DevicePosture, IdentityMessage
+from accessdrift.models.policy import Policy
+from accessdrift.models.state import (
+    IdentityState,
+    decode_device_state,
+    decode_identity_state,
+    encode_state,
+)
+from accessdrift.streams.deadlines import DeadlineIndex
+from accessdrift.streams.devices import route_device
+from accessdrift.streams.engine import Engine, Step
+from accessdrift.streams.settings import Topics
+
+log = logging.getLogger(__name__)
+
+#: Header names on dead-lettered records.
+HEADER_ERROR: Final = "accessdrift-error"
+HEADER_TOPIC: Final = "accessdrift-topic"
+HEADER_PARTITION: Final = "accessdrift-partition"
+HEADER_OFFSET: Final = "accessdrift-offset"
+
+
+class Tick(msgspec.Struct, frozen=True, tag=True):
+    """Time passes: fire what is due in the partition this tick arrived on."""
+
+
+_INBOX_ENCODER: Final = msgspec.msgpack.Encoder()
+_INBOX_DECODER: Final = msgspec.msgpack.Decoder(IdentityMessage | Tick)
+_DEVICE_DECODER: Final = msgspec.msgpack.Decoder(DevicePosture)
+_TICK: Final = _INBOX_ENCODER.encode(Tick())
+_RAW: Final[dict[str, Any]] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+
+
+class WorkerSettings(BaseModel):
+    """Everything a worker needs; see `accessdrift worker --help` for the flags and variables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app_id: str = Field(default="accessdrift", min_length=1)
+    broker: str = Field(min_length=1)
+    topics: Topics = Topics()
+    partitions: int = Field(default=8, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    store: str = "memory://"
+    data_dir: Path = Path(".accessdrift")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    grace_s: float = Field(default=60.0, ge=0)
+    tick_interval_s: float = Field(default=0.5, gt=0)
+    session_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class _Deadlines:
+    """Which identities need the clock, per partition of the identity inbox.
+
+    Rebuilt from the table for a partition the first time it ticks after an assignment, since
+    the table (restored from its changelog) is the truth and this index is only a cache of it.
+    """
+
+    def __init__(self, engine: Engine, partitions: int) -> None:
+        self._engine = engine
+        self._partitions = list(range(partitions))
+        self._partitioner = DefaultPartitioner()
+        self._by_partition: dict[int, DeadlineIndex] = {}
+
+    def partition_of(self, key: bytes) -> int:
+        partition: int = self._partitioner(key, self._partitions, self._partitions)
+        return partition
+
+    def set(self, partition: int, identity_id: str, wake_us: int | None) -> None:
+        index = self._by_partition.get(partition)
+        if index is not None:
+            index.set(identity_id, wake_us)
+
+    def due(self, partition: int, now_us: int, table: Any) -> list[str]:
+        index = self._by_partition.get(partition)
+        if index is None:
+            index = self._by_partition[partition] = DeadlineIndex()
+            for key, value in table.items():
+                if self.partition_of(key) == partition:
+                    state = decode_identity_state(value)
+                    index.set(state.identity_id, self._engine.wake_us(state))
+        return index.pop_due(now_us)
+
+    def forget(self) -> None:
+        self._by_partition.clear()
+
+
+def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
+    """The faust application for these settings and this policy (not started)."""
+    engine = Engine(policy, grace_s=settings.grace_s)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.broker}",
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
+        producer_linger=0.0,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+    topics = settings.topics
+    identity_inbox = app.topic(f"{settings.app_id}.identity-inbox", internal=True, **_RAW)
+    device_inbox = app.topic(f"{settings.app_id}.device-inbox", internal=True, **_RAW)
+    findings = app.topic(topics.findings, **_RAW)
+    deadletter = app.topic(topics.deadletter, **_RAW)
+    identities = app.Table("identities", key_type=bytes, value_type=bytes)
+    devices = app.Table("devices", key_type=bytes, value_type=bytes)
+    deadlines = _Deadlines(engine, settings.partitions)
+
+    async def dead_letter(event: Any, reason: str) -> None:
+        message = event.message
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
+        )
+        await deadletter.send(
+            key=event.key,
+            value=event.value,
+            headers={
+                HEADER_ERROR: reason.encode(),
+                HEADER_TOPIC: message.topic.encode(),
+                HEADER_PARTITION: str(message.partition).encode(),
+                HEADER_OFFSET: str(message.offset).encode(),
+            },
+        )
+
+    def ingest(stream_name: str) -> Callable[[Any], Coroutine[Any, Any, None]]:
+        async def validate_and_forward(stream: Any) -> None:
+            async for event in stream.events():
+                try:
+                    message = decode_event(stream_name, event.value).to_message()
+                except ContractError as error:
+                    await dead_letter(event, str(error))
+                    continue
+                if isinstance(message, DevicePosture):
+                    key = message.device_id.encode()
+                    await device_inbox.send(key=key, value=_INBOX_ENCODER.encode(message))
+                else:
+                    key = message.identity_id.encode()
+                    await identity_inbox.send(key=key, value=_INBOX_ENCODER.encode(message))
+
+        validate_and_forward.__name__ = f"ingest_{stream_name.replace('.', '_')}"
+        return validate_and_forward
+
+    for stream_name in (IDENTITY_STATUS, ENTITLEMENT_CHANGE, ACCESS_EXCEPTION, DEVICE_POSTURE):
+        source = app.topic(topics.for_stream(stream_name), **_RAW)
+        app.agent(source, name=f"ingest-{stream_name}")(ingest(stream_name))
+
+    async def publish(step: Step, partition: int) -> None:
+        state = step.state
+        identities[state.identity_id.encode()] = encode_state(state)
+        deadlines.set(partition, state.identity_id, step.wake_us)
+        for record in step.records:
+            await findings.send(key=state.identity_id.encode(), value=encode_record(record))
+        for message in step.messages:
+            await identity_inbox.send(
+                key=message.identity_id.encode(), value=_INBOX_ENCODER.encode(message)
+            )
+
+    def load(identity_id: str) -> IdentityState:
+        stored = identities.get(identity_id.encode())
+        return engine.new_state(identity_id) if stored is None else decode_identity_state(stored)
+
+    @app.agent(identity_inbox, name="identities")
+    async def run_identities(stream: Any) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            message = _INBOX_DECODER.decode(event.value)
+            now_us = time.time_ns() // 1000
+            if isinstance(message, Tick):
+                for identity_id in deadlines.due(partition, now_us, identities):
+                    await publish(engine.advance(load(identity_id), now_us), partition)
+            else:
+                step = engine.apply(load(message.identity_id), message, now_us)
+                await publish(step, partition)
+
+    @app.agent(device_inbox, name="devices")
+    async def run_devices(stream: Any) -> None:
+        async for event in stream.events():
+            message = _DEVICE_DECODER.decode(event.value)
+            stored = devices.get(event.key)
+            before = None if stored is None else decode_device_state(stored)
+            after, signals = route_device(before, message)
+            if after is not None and after is not before:
+                devices[event.key] = encode_state(after)
+            for signal in signals:
+                await identity_inbox.send(
+                    key=signal.identity_id.encode(), value=_INBOX_ENCODER.encode(signal)
+                )
+
+    async def send_ticks() -> None:
+        for partition in range(settings.partitions):
+            await identity_inbox.send(value=_TICK, partition=partition)
+
+    def forget_deadlines(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        deadlines.forget()
+
+    app.timer(interval=settings.tick_interval_s, on_leader=True)(send_ticks)
+    app.on_partitions_revoked.connect(forget_deadlines)
+
+    return app
+
+
+def run_worker(settings: WorkerSettings, policy: Policy) -> None:
+    """Run a worker in this process until it is stopped (Ctrl-C or SIGTERM)."""
+    app = build_app(settings, policy)
+    faust.Worker(app, loglevel="info", quiet=True).execute_from_commandline()
