@@ -251,7 +251,7 @@ def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
         deadlines.forget()
 
     app.timer(interval=settings.tick_interval_s, on_leader=True)(send_ticks)
-    app.on_partitions_revoked.connect(forget_deadlines)
+    app.on_partitions_revoked.connect(forget_deadlines)  # type: ignore[arg-type]  # mode stubs
 
     return app
 
