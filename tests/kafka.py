@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def _read(
@@ -36,3 +36,17 @@ def read_topic(
     Stops once `expected` records are read or `timeout_s` passes, whichever comes first.
     """
     return asyncio.run(_read(bootstrap, topic, expected, timeout_s))
+
+
+async def _send(bootstrap: str, topic: str, key: bytes | None, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+def send_raw(bootstrap: str, topic: str, key: bytes | None, value: bytes) -> None:
+    """Publish one record exactly as given (for records the contract must reject)."""
+    asyncio.run(_send(bootstrap, topic, key, value))
