@@ -169,10 +169,7 @@ def test_a_deadline_fires_live_with_no_new_events_and_resolves_on_revoke(
     ]
     detected = datetime.fromisoformat(str(findings[0]["detected_at"]))
     deadline = datetime.fromisoformat(str(findings[0]["deadline"]))
-    assert (
-        deadline == terminated_at.replace(microsecond=deadline.microsecond) + timedelta(seconds=3)
-        or abs((deadline - terminated_at).total_seconds() - 3) < 1
-    )
+    assert abs((deadline - terminated_at).total_seconds() - 3) < 1
     assert timedelta(0) < detected - deadline < timedelta(seconds=2)
 
     worker.produce(
@@ -249,7 +246,6 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_worker_keeps_going(
     headers = [dict(h) for _, _, _, h in dead]
     assert [h[HEADER_TOPIC] for h in headers] == [topic.encode(), topic.encode()]
     assert headers[0][HEADER_ERROR].startswith(b"not valid JSON")
-    assert b"value.occurred_at" not in headers[0][HEADER_ERROR]
     assert headers[1][HEADER_ERROR].startswith(b"occurred_at: timestamp has no UTC offset")
     assert [int(h[HEADER_OFFSET]) for h in headers] == [0, 1]
     assert all(int(h[HEADER_PARTITION]) >= 0 for h in headers)
