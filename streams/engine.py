@@ -157,28 +157,37 @@ class Engine:
         """Apply one message keyed to `state.identity_id`, then fire whatever is due at `now_us`."""
         out = _Out()
         applied = self._handlers[type(message)](state, message, now_us, out)
-        wake_us = None
-        if state.obligations:
-            self._fire_due(state, now_us, out)
-            wake_us = self.wake_us(state)
-        return Step(state, applied, out.records, out.messages, wake_us)
+        return self._settle_time(state, applied, now_us, out)
 
     def advance(self, state: IdentityState, now_us: int) -> Step:
         """Let time pass to `now_us` with no new message: fire every obligation now overdue."""
-        out = _Out()
-        if state.obligations:
-            self._fire_due(state, now_us, out)
-        return Step(state, False, out.records, out.messages, self.wake_us(state))
+        return self._settle_time(state, False, now_us, _Out())
 
     def wake_us(self, state: IdentityState) -> int | None:
-        """The earliest time after which `advance` would fire an obligation, or None."""
+        """The earliest time after which `advance` would emit something, or None."""
         earliest: int | None = None
         for ob in state.obligations.values():
             if ob.state == PENDING:
                 fire_after = self._fire_after(state, ob)[0]
                 if earliest is None or fire_after < earliest:
                     earliest = fire_after
+        if state.status == "terminated":
+            for trigger in self._awaiting_evidence(state):
+                ready_after = trigger.at_us + self.grace_us
+                if earliest is None or ready_after < earliest:
+                    earliest = ready_after
         return earliest
+
+    def _settle_time(self, state: IdentityState, applied: bool, now_us: int, out: _Out) -> Step:
+        """Fire what is overdue at `now_us` and emit offboarding evidence that is due."""
+        wake_us = None
+        if state.obligations:
+            self._fire_due(state, now_us, out)
+            wake_us = self.wake_us(state)
+        if state.status == "terminated":
+            self._emit_evidence(state, now_us, out)
+            wake_us = self.wake_us(state)
+        return Step(state, applied, out.records, out.messages, wake_us)
 
     # -- handlers: each returns whether the message changed anything -------------------------
 
@@ -280,8 +289,6 @@ class Engine:
                     self._oblige(s, tkey, trigger, grant, now_us, out)
         if new_interval and not grant.flagged_inactive and self._status_at(s, at) in _INACTIVE:
             self._flag_inactive_grant(s, grant, now_us, out)
-        if s.status == "terminated":
-            self._emit_evidence(s, out)
         return True
 
     def _on_exception(self, s: IdentityState, m: ExceptionGrant, now_us: int, out: _Out) -> bool:
@@ -414,7 +421,6 @@ class Engine:
         else:
             for grant in list(s.grants.values()):
                 self._oblige(s, key, trigger, grant, now_us, out)
-        self._emit_evidence(s, out)
 
     def _oblige_identity(
         self, s: IdentityState, key: str, trigger: TriggerState, now_us: int, out: _Out
@@ -809,18 +815,25 @@ class Engine:
 
     # -- offboarding evidence ----------------------------------------------------------------
 
-    def _emit_evidence(self, s: IdentityState, out: _Out) -> None:
-        for key, trigger in s.triggers.items():
-            if (
-                trigger.trigger != "leaver"
-                or trigger.evidence_sent
-                or trigger.ended_at_us is not None
-            ):
-                continue
-            if self._obligations_of(s, key):
-                continue
-            trigger.evidence_sent = True
-            out.records.append(self._offboarding_record(s, trigger, self._settled_of(s, key)))
+    def _awaiting_evidence(self, s: IdentityState) -> list[TriggerState]:
+        """Leaver triggers in force whose obligations are all met and not yet evidenced."""
+        return [
+            trigger
+            for key, trigger in s.triggers.items()
+            if trigger.trigger == "leaver"
+            and not trigger.evidence_sent
+            and trigger.ended_at_us is None
+            and not self._obligations_of(s, key)
+        ]
+
+    def _emit_evidence(self, s: IdentityState, now_us: int, out: _Out) -> None:
+        """Evidence waits until the clock passes termination + grace, so that grants arriving
+        late from other streams are in it rather than in a second record."""
+        for trigger in self._awaiting_evidence(s):
+            if now_us > trigger.at_us + self.grace_us:
+                trigger.evidence_sent = True
+                key = _trigger_key(trigger)
+                out.records.append(self._offboarding_record(s, trigger, self._settled_of(s, key)))
 
     @staticmethod
     def _offboarding_record(

@@ -130,12 +130,34 @@ def test_offboarding_is_emitted_once_when_the_last_obligation_is_met() -> None:
     state = engine.new_state("alice")
     run(engine, state, grant("alice", "g1", T0), now_us=T0)
     at_termination = run(engine, state, status("alice", "s1", T0 + H, "terminated"), now_us=T0 + H)
-    at_revoke = run(engine, state, grant("alice", "r1", T0 + H + 60 * S, "revoked"), now_us=T0 + H)
-    repeat = run(engine, state, grant("alice", "r1", T0 + H + 60 * S, "revoked"), now_us=T0 + H)
+    revoked_at = T0 + H + 60 * S
+    at_revoke = run(engine, state, grant("alice", "r1", revoked_at, "revoked"), now_us=revoked_at)
+    repeat = run(engine, state, grant("alice", "r1", revoked_at, "revoked"), now_us=revoked_at)
 
     assert at_termination == []
     assert [type(r) for r in at_revoke] == [OffboardingRecord]
     assert repeat == []
+
+
+def test_offboarding_waits_for_grace_so_a_late_grant_is_in_the_one_record() -> None:
+    engine = Engine(Policy(), grace_s=60)
+    state = engine.new_state("alice")
+    terminated = T0 + H
+    step = engine.apply(state, status("alice", "s1", terminated, "terminated"), terminated)
+    assert step.records == []
+    assert step.wake_us == terminated + 60 * S
+
+    late_grant = engine.apply(state, grant("alice", "g1", T0), terminated + 30 * S)
+    revoked = engine.apply(
+        state, grant("alice", "r1", terminated + 40 * S, "revoked"), terminated + 40 * S
+    )
+    assert late_grant.records == revoked.records == []
+
+    records = engine.advance(state, terminated + 61 * S).records
+    assert [type(r) for r in records] == [OffboardingRecord]
+    (record,) = records
+    assert isinstance(record, OffboardingRecord)
+    assert [(e.system, e.within_window) for e in record.entitlements] == [("github", True)]
 
 
 def test_ended_triggers_are_forgotten_after_the_late_event_horizon() -> None:
