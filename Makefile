@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv relink test lint demo bench clean
+.PHONY: venv relink test lint demo demo-replay bench clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,9 @@ test: lint
 	$(BIN)/pytest -q
 
 demo: relink
+	$(BIN)/accessdrift demo
+
+demo-replay: relink
 	$(BIN)/accessdrift replay --format text --evidence - --until 2026-03-11T00:00:00Z deploy/demo/events.jsonl
 
 bench: relink

@@ -8,7 +8,7 @@ once. Times are RFC 3339 UTC with `Z`.
 from __future__ import annotations
 
 import hashlib
-from typing import Final, Literal
+from typing import Final
 
 import msgspec
 
@@ -25,10 +25,11 @@ from accessdrift.models.vocabulary import (
 )
 
 
-class FindingRecord(msgspec.Struct, frozen=True, kw_only=True):
+class FindingRecord(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="record_type", tag="finding"
+):
     """One change of a finding's status; the open and the resolved record share `finding_id`."""
 
-    record_type: Literal["finding"] = "finding"
     finding_id: str
     kind: FindingKind
     trigger: Trigger
@@ -63,10 +64,11 @@ class RevokedEntitlement(msgspec.Struct, frozen=True, kw_only=True):
     finding_id: str | None
 
 
-class OffboardingRecord(msgspec.Struct, frozen=True, kw_only=True):
+class OffboardingRecord(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="record_type", tag="offboarding"
+):
     """Evidence that every entitlement a terminated identity held has been revoked."""
 
-    record_type: Literal["offboarding"] = "offboarding"
     offboarding_id: str
     identity_id: str
     identity_kind: IdentityKind
@@ -80,11 +82,18 @@ class OffboardingRecord(msgspec.Struct, frozen=True, kw_only=True):
 Record = FindingRecord | OffboardingRecord
 
 _ENCODER: Final = msgspec.json.Encoder()
+_DECODER: Final = msgspec.json.Decoder(Record)
 
 
 def encode_record(record: Record) -> bytes:
     """The record as one line of compact JSON, no newline; equal records give equal bytes."""
     return _ENCODER.encode(record)
+
+
+def decode_record(data: bytes | str) -> Record:
+    """A record from its JSON line (as written by `encode_record`)."""
+    record: Record = _DECODER.decode(data)
+    return record
 
 
 def stable_id(*parts: str | None) -> str:

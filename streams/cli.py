@@ -21,6 +21,7 @@ from accessdrift.models.clock import parse_us
 from accessdrift.models.errors import BrokerError, PolicyError
 from accessdrift.models.policy import Policy, load_policy
 from accessdrift.streams.broker import LOOPBACK, EmbeddedBroker
+from accessdrift.streams.demo import run_demo
 from accessdrift.streams.engine import Engine
 from accessdrift.streams.produce import produce
 from accessdrift.streams.replay import replay
@@ -146,6 +147,16 @@ def _parser() -> argparse.ArgumentParser:
     _env_flag(work, "--grace", "GRACE_S", "60", "seconds of lateness tolerated after a deadline")
     _env_flag(
         work, "--session-timeout", "SESSION_TIMEOUT_S", "30", "consumer group session timeout (s)"
+    )
+    commands.add_parser(
+        "demo",
+        help="run the live pipeline on this machine: broker, worker and a scripted story",
+        description=(
+            "Start the embedded broker and a worker, feed a scripted story through Kafka in real "
+            "time with a demo policy of second-long windows, and print findings as they are "
+            "published. Takes about a minute and a half; Ctrl-C stops it and everything it "
+            "started."
+        ),
     )
     return parser
 
@@ -287,10 +298,21 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo(args: argparse.Namespace) -> int:
+    del args
+    return run_demo(sys.stdout, sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `accessdrift` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    commands = {"replay": _replay, "broker": _broker, "produce": _produce, "worker": _worker}
+    commands = {
+        "replay": _replay,
+        "broker": _broker,
+        "produce": _produce,
+        "worker": _worker,
+        "demo": _demo,
+    }
     return commands[args.command](args)
 
 
