@@ -16,9 +16,12 @@ the input topics' partition counts). Deadlines fire on ticks: the leader sends a
 partition of the identity inbox each `tick_interval_s`, and the identities agent fires what is due
 for that partition, so the state change still happens inside the stream.
 
-Processing is at-least-once. The state records what each finding's last published status was;
-a message redelivered after a crash is recognised by the engine as a repeat and publishes
-nothing again.
+Processing is at-least-once (faust's exactly-once mode has open problems). What a step decides
+to publish is written to the identity's table entry together with its new state (an outbox)
+and made durable before it is published, then cleared once Kafka acknowledges it. So a crash
+loses no finding: the restored state says what was decided, the outbox says what may not have
+gone out, and a message redelivered after the crash is recognised by the engine as a repeat and
+decides nothing twice.
 """
 
 from __future__ import annotations
@@ -45,12 +48,7 @@ from accessdrift.models.events import (
 from accessdrift.models.findings import encode_record
 from accessdrift.models.messages import DevicePosture, IdentityMessage
 from accessdrift.models.policy import Policy
-from accessdrift.models.state import (
-    IdentityState,
-    decode_device_state,
-    decode_identity_state,
-    encode_state,
-)
+from accessdrift.models.state import IdentityState, decode_device_state, encode_state
 from accessdrift.streams.deadlines import DeadlineIndex
 from accessdrift.streams.devices import route_device
 from accessdrift.streams.engine import Engine, Step
@@ -69,10 +67,36 @@ class Tick(msgspec.Struct, frozen=True, tag=True):
     """Time passes: fire what is due in the partition this tick arrived on."""
 
 
+_FINDING: Final = 0
+_MESSAGE: Final = 1
+
+
+class Outgoing(msgspec.Struct, array_like=True, gc=False):
+    """A record waiting to be published: a finding or offboarding record (to the findings topic),
+    or a message for another identity (to the identity inbox)."""
+
+    kind: int
+    key: bytes
+    value: bytes
+
+
+class Stored(msgspec.Struct, array_like=True, gc=False):
+    """A value of the identities table: the engine's state and what it has yet to publish.
+
+    Both go to the changelog in one write, so what a step decided to publish can't be lost
+    separately from the state that remembers it was decided.
+    """
+
+    state: IdentityState
+    outbox: list[Outgoing]
+
+
 _INBOX_ENCODER: Final = msgspec.msgpack.Encoder()
 _INBOX_DECODER: Final = msgspec.msgpack.Decoder(IdentityMessage | Tick)
 _DEVICE_DECODER: Final = msgspec.msgpack.Decoder(DevicePosture)
 _TICK: Final = _INBOX_ENCODER.encode(Tick())
+_STORED_ENCODER: Final = msgspec.msgpack.Encoder()
+_STORED_DECODER: Final = msgspec.msgpack.Decoder(Stored)
 _RAW: Final[dict[str, Any]] = {
     "key_type": bytes,
     "value_type": bytes,
@@ -122,15 +146,20 @@ class _Deadlines:
         if index is not None:
             index.set(identity_id, wake_us)
 
-    def due(self, partition: int, now_us: int, table: Any) -> list[str]:
+    def due(self, partition: int, now_us: int, table: Any) -> tuple[list[str], list[str]]:
+        """The identities of `partition` whose deadlines passed, and — the first time the
+        partition ticks after an assignment — those whose outbox was left unpublished."""
+        undelivered: list[str] = []
         index = self._by_partition.get(partition)
         if index is None:
             index = self._by_partition[partition] = DeadlineIndex()
             for key, value in table.items():
                 if self.partition_of(key) == partition:
-                    state = decode_identity_state(value)
-                    index.set(state.identity_id, self._engine.wake_us(state))
-        return index.pop_due(now_us)
+                    stored = _STORED_DECODER.decode(value)
+                    index.set(stored.state.identity_id, self._engine.wake_us(stored.state))
+                    if stored.outbox:
+                        undelivered.append(stored.state.identity_id)
+        return index.pop_due(now_us), undelivered
 
     def forget(self) -> None:
         self._by_partition.clear()
@@ -201,20 +230,40 @@ def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
         source = app.topic(topics.for_stream(stream_name), **_RAW)
         app.agent(source, name=f"ingest-{stream_name}")(ingest(stream_name))
 
-    async def publish(step: Step, partition: int) -> None:
-        state = step.state
-        identities[state.identity_id.encode()] = encode_state(state)
-        deadlines.set(partition, state.identity_id, step.wake_us)
-        for record in step.records:
-            await findings.send(key=state.identity_id.encode(), value=encode_record(record))
-        for message in step.messages:
-            await identity_inbox.send(
-                key=message.identity_id.encode(), value=_INBOX_ENCODER.encode(message)
-            )
+    async def deliver(key: bytes, stored: Stored) -> None:
+        """Publish the outbox: made durable first, cleared (durably) once Kafka acknowledged it.
 
-    def load(identity_id: str) -> IdentityState:
+        A crash before the acknowledgement leaves the outbox in the changelog, to be published
+        after recovery; a crash in the short gap between acknowledgement and clearing can repeat a
+        record (same `finding_id` and status), never lose one.
+        """
+        await app.producer.flush()
+        for output in stored.outbox:
+            topic = findings if output.kind == _FINDING else identity_inbox
+            await (await topic.send(key=output.key, value=output.value))
+        stored.outbox.clear()
+        identities[key] = _STORED_ENCODER.encode(stored)
+        await app.producer.flush()
+
+    async def publish(step: Step, outbox: list[Outgoing], partition: int) -> None:
+        state = step.state
+        key = state.identity_id.encode()
+        outbox.extend(Outgoing(_FINDING, key, encode_record(r)) for r in step.records)
+        outbox.extend(
+            Outgoing(_MESSAGE, m.identity_id.encode(), _INBOX_ENCODER.encode(m))
+            for m in step.messages
+        )
+        stored = Stored(state, outbox)
+        identities[key] = _STORED_ENCODER.encode(stored)
+        deadlines.set(partition, state.identity_id, step.wake_us)
+        if outbox:
+            await deliver(key, stored)
+
+    def load(identity_id: str) -> Stored:
         stored = identities.get(identity_id.encode())
-        return engine.new_state(identity_id) if stored is None else decode_identity_state(stored)
+        if stored is None:
+            return Stored(engine.new_state(identity_id), [])
+        return _STORED_DECODER.decode(stored)
 
     @app.agent(identity_inbox, name="identities")
     async def run_identities(stream: Any) -> None:
@@ -223,11 +272,16 @@ def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
             message = _INBOX_DECODER.decode(event.value)
             now_us = time.time_ns() // 1000
             if isinstance(message, Tick):
-                for identity_id in deadlines.due(partition, now_us, identities):
-                    await publish(engine.advance(load(identity_id), now_us), partition)
+                due, undelivered = deadlines.due(partition, now_us, identities)
+                for identity_id in undelivered:
+                    await deliver(identity_id.encode(), load(identity_id))
+                for identity_id in due:
+                    stored = load(identity_id)
+                    await publish(engine.advance(stored.state, now_us), stored.outbox, partition)
             else:
-                step = engine.apply(load(message.identity_id), message, now_us)
-                await publish(step, partition)
+                stored = load(message.identity_id)
+                step = engine.apply(stored.state, message, now_us)
+                await publish(step, stored.outbox, partition)
 
     @app.agent(device_inbox, name="devices")
     async def run_devices(stream: Any) -> None:
@@ -236,12 +290,15 @@ def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
             stored = devices.get(event.key)
             before = None if stored is None else decode_device_state(stored)
             after, signals = route_device(before, message)
-            if after is not None and after is not before:
-                devices[event.key] = encode_state(after)
+            # Signals first, acknowledged, then the device's state: after a crash in between the
+            # event is processed again and the signals repeat, which identities ignore.
             for signal in signals:
-                await identity_inbox.send(
+                sent = await identity_inbox.send(
                     key=signal.identity_id.encode(), value=_INBOX_ENCODER.encode(signal)
                 )
+                await sent
+            if after is not None and after is not before:
+                devices[event.key] = encode_state(after)
 
     async def send_ticks() -> None:
         for partition in range(settings.partitions):
