@@ -159,6 +159,11 @@ class IdentityState(msgspec.Struct, gc=False):
     role: str | None = None
     owner_id: str | None = None
     owner_since_us: int = NEVER_US
+    #: The owner before the current one, and when it stopped being the owner: a termination
+    #: signal from it that arrives late still counts for the time it owned the identity.
+    previous_owner_id: str | None = None
+    previous_owner_since_us: int = NEVER_US
+    previous_owner_until_us: int = NEVER_US
     owner_status: IdentityStatus | None = None
     owner_status_at_us: int = NEVER_US
     owner_status_event_id: str = ""

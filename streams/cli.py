@@ -148,6 +148,14 @@ def _parser() -> argparse.ArgumentParser:
     _env_flag(
         work, "--session-timeout", "SESSION_TIMEOUT_S", "30", "consumer group session timeout (s)"
     )
+    _env_flag(
+        work,
+        "--clock",
+        "CLOCK",
+        "wall",
+        "wall: deadlines fire as time passes; event: the clock is the latest event time seen, "
+        "as in replay (for backfills through Kafka)",
+    )
     commands.add_parser(
         "demo",
         help="run the live pipeline on this machine: broker, worker and a scripted story",
@@ -290,6 +298,7 @@ def _worker(args: argparse.Namespace) -> int:
             web_port=int(args.web_port),
             grace_s=float(args.grace),
             session_timeout_s=float(args.session_timeout),
+            clock=args.clock,
         )
     except (ValueError, ValidationError) as error:
         print(f"accessdrift: invalid worker setting: {error}", file=sys.stderr)

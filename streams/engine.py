@@ -204,7 +204,8 @@ class Engine:
             s.status_since_us, s.status_since_event_id = at, m.event_id
             s.transitions.append((at, m.status))
             for nhi_id, link in sorted(s.owned.items()):
-                if link.linked:
+                # An identity unlinked after this change was still owned when it happened.
+                if link.linked or link.changed_at_us > at:
                     out.messages.append(self._owner_signal(s, nhi_id))
         if m.owner_id != s.owner_id:
             self._change_owner(s, m, out)
@@ -334,6 +335,8 @@ class Engine:
                 self._open(s, trigger, now_us, out)
             else:
                 self._escalate(s, key, m.posture, at + window_us)
+        if s.settled and not (m.bound and m.posture == "compliant"):
+            self._recheck_joiners(s, m.device_id, at, now_us, out)
         self._forget_old(s, now_us)
         return True
 
@@ -351,7 +354,7 @@ class Engine:
 
     def _on_owner_signal(self, s: IdentityState, m: OwnerSignal, now_us: int, out: _Out) -> bool:
         if m.owner_id != s.owner_id:
-            return False
+            return self._on_former_owner_signal(s, m, now_us, out)
         if (m.occurred_at_us, m.event_id) <= (s.owner_status_at_us, s.owner_status_event_id):
             return False
         s.owner_status = m.status
@@ -360,6 +363,33 @@ class Engine:
         return True
 
     # -- owners and non-human identities -----------------------------------------------------
+
+    def _on_former_owner_signal(
+        self, s: IdentityState, m: OwnerSignal, now_us: int, out: _Out
+    ) -> bool:
+        """The previous owner's termination, arriving after the identity changed owner: the
+        identity was orphaned from then until the change (late data between identities)."""
+        if (
+            m.owner_id != s.previous_owner_id
+            or m.status != "terminated"
+            or s.identity_kind == "human"
+            or m.occurred_at_us >= s.previous_owner_until_us
+            or _active(s, "owner_departed") is not None
+        ):
+            return False
+        at = max(m.occurred_at_us, s.previous_owner_since_us)
+        if self._status_at(s, at + 1) != "active":
+            return False
+        trigger = TriggerState(
+            "owner_departed",
+            m.event_id,
+            at,
+            owner_id=m.owner_id,
+            deadline_us=at + self.policy.owner_departed.window_s * US_PER_S,
+        )
+        self._open(s, trigger, now_us, out)
+        self._check_owner_departed(s, now_us, out)
+        return True
 
     @staticmethod
     def _owner_signal(s: IdentityState, nhi_id: str) -> OwnerSignal:
@@ -382,6 +412,8 @@ class Engine:
             out.messages.append(
                 OwnerLink(m.owner_id, m.event_id, m.occurred_at_us, s.identity_id, linked=True)
             )
+        s.previous_owner_id = s.owner_id
+        s.previous_owner_since_us, s.previous_owner_until_us = s.owner_since_us, m.occurred_at_us
         s.owner_id = m.owner_id
         s.owner_since_us = m.occurred_at_us
         s.owner_status = None
@@ -454,9 +486,39 @@ class Engine:
         )
         s.obligations[ob.finding_id] = ob
         if trigger.trigger == "joiner":
-            compliant = self._compliant_since(s, exclude=None)
-            if compliant is not None:
-                self._settle(s, ob, max(compliant, trigger.at_us), "trusted_device", now_us, out)
+            self._meet_joiner(s, ob, exclude=None, now_us=now_us, out=out)
+
+    def _meet_joiner(
+        self, s: IdentityState, ob: Obligation, exclude: str | None, now_us: int, out: _Out
+    ) -> None:
+        """Settle a joiner obligation with a bound compliant device, if there is one; the
+        obligation remembers which device, in case a late event shows it was not one."""
+        best: tuple[int, str] | None = None
+        for device_id, view in s.devices.items():
+            if view.bound and view.posture == "compliant" and device_id != exclude:
+                candidate = (view.changed_at_us, device_id)
+                best = candidate if best is None else min(best, candidate)
+        if best is not None:
+            ob.context = best[1]
+            self._settle(s, ob, max(best[0], ob.triggered_at_us), "trusted_device", now_us, out)
+
+    def _recheck_joiners(
+        self, s: IdentityState, device_id: str, at: int, now_us: int, out: _Out
+    ) -> None:
+        """Device `device_id` was not a bound compliant device from `at`: a joiner obligation it
+        met at or after `at` (on data that arrived before this) was not met by it after all."""
+        for ob in list(s.settled.values()):
+            if ob.trigger != "joiner" or ob.context != device_id or ob.opened:
+                continue
+            trigger = s.triggers.get(ob.trigger_key or "")
+            if trigger is None or trigger.ended_at_us is not None:
+                continue
+            if ob.met_at_us is None or at > ob.met_at_us:
+                continue
+            del s.settled[ob.finding_id]
+            ob.state, ob.met_at_us, ob.resolution, ob.context = PENDING, None, None, None
+            s.obligations[ob.finding_id] = ob
+            self._meet_joiner(s, ob, exclude=device_id, now_us=now_us, out=out)
 
     def _oblige(
         self,
@@ -660,6 +722,7 @@ class Engine:
         """A bound device became compliant: joiners are met, and so are trusted-device needs."""
         for ob in list(s.obligations.values()):
             if ob.trigger == "joiner":
+                ob.context = device_id
                 self._settle(s, ob, max(at, ob.triggered_at_us), "trusted_device", now_us, out)
             elif (
                 ob.trigger == "device_untrusted"

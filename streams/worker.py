@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import faust
 import msgspec
@@ -121,6 +121,9 @@ class WorkerSettings(BaseModel):
     web_port: int = Field(default=6066, ge=1, le=65535)
     grace_s: float = Field(default=60.0, ge=0)
     tick_interval_s: float = Field(default=0.5, gt=0)
+    #: `wall`: deadlines fire as real time passes (live use). `event`: the clock is the latest
+    #: event time this worker has seen, as in replay (backfills of history through Kafka).
+    clock: Literal["wall", "event"] = "wall"
     session_timeout_s: float = Field(default=30.0, gt=0)
 
 
@@ -163,6 +166,21 @@ class _Deadlines:
 
     def forget(self) -> None:
         self._by_partition.clear()
+
+
+class _Clock:
+    """The worker's notion of now: wall time, or the latest event time seen (never backwards)."""
+
+    def __init__(self, mode: Literal["wall", "event"]) -> None:
+        self._event_time = mode == "event"
+        self._latest_us = 0
+
+    def now_us(self, occurred_at_us: int | None) -> int:
+        if not self._event_time:
+            return time.time_ns() // 1000
+        if occurred_at_us is not None and occurred_at_us > self._latest_us:
+            self._latest_us = occurred_at_us
+        return self._latest_us
 
 
 def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
@@ -265,12 +283,14 @@ def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
             return Stored(engine.new_state(identity_id), [])
         return _STORED_DECODER.decode(stored)
 
+    clock = _Clock(settings.clock)
+
     @app.agent(identity_inbox, name="identities")
     async def run_identities(stream: Any) -> None:
         async for event in stream.events():
             partition = event.message.partition
             message = _INBOX_DECODER.decode(event.value)
-            now_us = time.time_ns() // 1000
+            now_us = clock.now_us(None if isinstance(message, Tick) else message.occurred_at_us)
             if isinstance(message, Tick):
                 due, undelivered = deadlines.due(partition, now_us, identities)
                 for identity_id in undelivered:
