@@ -380,16 +380,18 @@ class Engine:
         at = max(m.occurred_at_us, s.previous_owner_since_us)
         if self._status_at(s, at + 1) != "active":
             return False
-        trigger = TriggerState(
-            "owner_departed",
-            m.event_id,
-            at,
-            owner_id=m.owner_id,
-            deadline_us=at + self.policy.owner_departed.window_s * US_PER_S,
-        )
-        self._open(s, trigger, now_us, out)
+        self._open_owner_departed(s, m.event_id, at, m.owner_id, now_us, out)
         self._check_owner_departed(s, now_us, out)
         return True
+
+    def _open_owner_departed(
+        self, s: IdentityState, event_id: str, at: int, owner_id: str, now_us: int, out: _Out
+    ) -> None:
+        deadline_us = at + self.policy.owner_departed.window_s * US_PER_S
+        trigger = TriggerState(
+            "owner_departed", event_id, at, owner_id=owner_id, deadline_us=deadline_us
+        )
+        self._open(s, trigger, now_us, out)
 
     @staticmethod
     def _owner_signal(s: IdentityState, nhi_id: str) -> OwnerSignal:
@@ -426,14 +428,7 @@ class Engine:
         if key is None:
             if s.status == "active" and s.owner_id is not None and s.owner_status == "terminated":
                 at = max(s.owner_status_at_us, s.owner_since_us, s.status_since_us)
-                trigger = TriggerState(
-                    "owner_departed",
-                    s.owner_status_event_id,
-                    at,
-                    owner_id=s.owner_id,
-                    deadline_us=at + self.policy.owner_departed.window_s * US_PER_S,
-                )
-                self._open(s, trigger, now_us, out)
+                self._open_owner_departed(s, s.owner_status_event_id, at, s.owner_id, now_us, out)
             return
         trigger = s.triggers[key]
         if s.status == "terminated":
