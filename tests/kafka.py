@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
 async def _read(
@@ -38,15 +38,48 @@ def read_topic(
     return asyncio.run(_read(bootstrap, topic, expected, timeout_s))
 
 
-async def _send(bootstrap: str, topic: str, key: bytes | None, value: bytes) -> None:
+async def _send(bootstrap: str, topic: str, key: bytes | None, value: bytes) -> tuple[int, int]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value=value, key=key)
+        sent = await producer.send_and_wait(topic, value=value, key=key)
     finally:
         await producer.stop()
+    return sent.partition, sent.offset
 
 
-def send_raw(bootstrap: str, topic: str, key: bytes | None, value: bytes) -> None:
-    """Publish one record exactly as given (for records the contract must reject)."""
-    asyncio.run(_send(bootstrap, topic, key, value))
+def send_raw(bootstrap: str, topic: str, key: bytes | None, value: bytes) -> tuple[int, int]:
+    """Publish one record exactly as given (for records the contract must reject); returns its
+    (partition, offset)."""
+    return asyncio.run(_send(bootstrap, topic, key, value))
+
+
+async def _consumed(bootstrap: str, group: str, topics: list[str]) -> bool:
+    # A consumer of the group that never subscribes reads the group's commits without joining.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(await consumer._client._wait_on_metadata(topic) or [])
+        ]
+        ends = await consumer.end_offsets(partitions)
+        for tp, end in ends.items():
+            if end and ((await consumer.committed(tp)) or 0) < end:
+                return False
+    finally:
+        await consumer.stop()
+    return True
+
+
+def wait_consumed(bootstrap: str, group: str, topics: list[str], timeout_s: float = 30) -> None:
+    """Block until consumer group `group` has committed everything on `topics`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if asyncio.run(_consumed(bootstrap, group, topics)):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"group {group} did not consume {topics} within {timeout_s}s")

@@ -29,7 +29,7 @@ from accessdrift.models.policy import Policy
 from accessdrift.streams.broker import EmbeddedBroker
 from accessdrift.streams.engine import Engine
 from accessdrift.streams.replay import replay
-from tests.kafka import read_topic
+from tests.kafka import read_topic, wait_consumed
 from tests.scenarios import ListSink, Scenario, load_scenarios
 from tests.workers import WorkerProcess, worker_env
 
@@ -136,6 +136,7 @@ def test_golden_scenarios_through_kafka_match_replay(
             "access.exception",
         )
     }
+    device_inbox = f"{env['ACCESSDRIFT_APP_ID']}.device-inbox"
     expected: dict[str, set[tuple[str, str, str]]] = {}
     total = 0
     for number, scenario in enumerate(load_scenarios(), start=1):
@@ -143,7 +144,8 @@ def test_golden_scenarios_through_kafka_match_replay(
         expected[f"k{number}-"] = _replayed(events, until_us)
         total += len(expected[f"k{number}-"])
         asyncio.run(_send(broker.bootstrap, topics, events))
-        time.sleep(1.5)
+        wait_consumed(broker.bootstrap, env["ACCESSDRIFT_APP_ID"], [*topics.values(), device_inbox])
+        time.sleep(0.5)
         # The clock moves through the slowest path (device posture: two hops), after the rest.
         clock = {
             "topic": "device.posture",
