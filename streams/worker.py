@@ -35,6 +35,7 @@ from typing import Any, Final, Literal
 import faust
 import msgspec
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from accessdrift.models.errors import ContractError
@@ -183,9 +184,19 @@ class _Clock:
         return self._latest_us
 
 
-def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
-    """The faust application for these settings and this policy (not started)."""
+def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegistry) -> faust.App:
+    """The faust application for these settings and this policy (not started).
+
+    Its metrics live in `registry` and are served as Prometheus text at `/metrics` on the
+    worker's web port.
+    """
     engine = Engine(policy, grace_s=settings.grace_s)
+    deadlettered = Counter(
+        "accessdrift_deadletter_records",
+        "Input records sent to the dead-letter topic, by the topic they came from.",
+        ["topic"],
+        registry=registry,
+    )
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
@@ -215,6 +226,7 @@ def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
         log.warning(
             "dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
         )
+        deadlettered.labels(topic=message.topic).inc()
         await deadletter.send(
             key=event.key,
             value=event.value,
@@ -327,6 +339,11 @@ def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
     def forget_deadlines(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         deadlines.forget()
 
+    async def metrics(web: Any, request: Any) -> Any:
+        # The exposition content type carries parameters, which aiohttp only takes as a header.
+        return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.page("/metrics")(metrics)
     app.timer(interval=settings.tick_interval_s, on_leader=True)(send_ticks)
     app.on_partitions_revoked.connect(forget_deadlines)  # type: ignore[arg-type]  # mode stubs
 
@@ -335,5 +352,5 @@ def build_app(settings: WorkerSettings, policy: Policy) -> faust.App:
 
 def run_worker(settings: WorkerSettings, policy: Policy) -> None:
     """Run a worker in this process until it is stopped (Ctrl-C or SIGTERM)."""
-    app = build_app(settings, policy)
+    app = build_app(settings, policy, CollectorRegistry())
     faust.Worker(app, loglevel="info", quiet=True).execute_from_commandline()

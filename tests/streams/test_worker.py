@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,9 +59,11 @@ class Worker:
         return [json.loads(value) for _, _, value, _ in records]
 
 
-@pytest.fixture(scope="module")
-def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """One worker for the module, on its own topics, policy with windows of seconds, grace 0."""
+@pytest.fixture(scope="module", params=["memory", "rocksdb"])
+def worker(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Worker]:
+    """A worker per table store, on its own topics, policy with windows of seconds, grace 0."""
     home = tmp_path_factory.mktemp("worker")
     (home / "policy.toml").write_text(POLICY)
     run = uuid.uuid4().hex[:8]
@@ -74,6 +77,7 @@ def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
         "ACCESSDRIFT_GRACE_S": "0",
         "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
         "ACCESSDRIFT_DATA_DIR": str(home / "data"),
+        "ACCESSDRIFT_STORE": request.param,
     }
     for name in ("identity_status", "device_posture", "entitlement_change", "access_exception"):
         env[f"ACCESSDRIFT_TOPIC_{name.upper()}"] = f"{run}.{name}"
@@ -248,6 +252,10 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_worker_keeps_going(
     assert headers[0][HEADER_ERROR].startswith(b"not valid JSON")
     assert headers[1][HEADER_ERROR].startswith(b"occurred_at: timestamp has no UTC offset")
     assert [(int(h[HEADER_PARTITION]), int(h[HEADER_OFFSET])) for h in headers] == [first, second]
+    metrics = urllib.request.urlopen(
+        f"http://127.0.0.1:{worker.env['ACCESSDRIFT_WEB_PORT']}/metrics", timeout=10
+    ).read()
+    assert f'accessdrift_deadletter_records_total{{topic="{topic}"}} 2.0'.encode() in metrics
     later = [r for r in worker.findings(expected=200, timeout_s=10) if r["identity_id"] == who]
     assert [r["trigger"] for r in later if r["record_type"] == "finding"] == [
         "grant_while_inactive"
