@@ -127,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"Kafka bootstrap address (default: ACCESSDRIFT_BROKER or {DEFAULT_BROKER})",
     )
+    _topic_flag(send)
     work = commands.add_parser(
         "worker",
         help="run the engine live on Kafka (faust worker)",
@@ -139,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _env_flag(work, "--broker", "BROKER", DEFAULT_BROKER, "Kafka bootstrap address")
     _env_flag(work, "--policy", "POLICY", None, "policy file (TOML or YAML)")
+    _topic_flag(work)
     _env_flag(work, "--app-id", "APP_ID", "accessdrift", "consumer group and internal topic prefix")
     _env_flag(work, "--partitions", "PARTITIONS", "8", "partitions of internal topics and tables")
     _env_flag(work, "--web-port", "WEB_PORT", "6066", "port of the worker's web server (loopback)")
@@ -167,6 +169,20 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     return parser
+
+
+def _topic_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="NAME=TOPIC",
+        help=(
+            "topic for a stream or output, repeatable: identity.status, device.posture, "
+            "entitlement.change, access.exception, findings, deadletter (each also "
+            "ACCESSDRIFT_TOPIC_<NAME>, e.g. ACCESSDRIFT_TOPIC_IDENTITY_STATUS)"
+        ),
+    )
 
 
 def _env_flag(
@@ -267,9 +283,14 @@ def _produce(args: argparse.Namespace) -> int:
         print(f"accessdrift: no such input file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
     bootstrap = args.broker or broker_from_env()
+    try:
+        topics = Topics.from_env().with_overrides(args.topic)
+    except ValueError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_USAGE
     with _inputs(args.files) as inputs:
         try:
-            summary = produce(inputs, bootstrap, Topics.from_env(), errors=sys.stderr)
+            summary = produce(inputs, bootstrap, topics, errors=sys.stderr)
         except BrokerError as error:
             print(f"accessdrift: {error}", file=sys.stderr)
             return EXIT_UNAVAILABLE
@@ -291,7 +312,7 @@ def _worker(args: argparse.Namespace) -> int:
         settings = WorkerSettings(
             app_id=args.app_id,
             broker=args.broker,
-            topics=Topics.from_env(),
+            topics=Topics.from_env().with_overrides(args.topic),
             partitions=int(args.partitions),
             store=stores[args.store],
             data_dir=Path(args.data_dir),

@@ -19,6 +19,15 @@ DEFAULT_BROKER = "127.0.0.1:9092"
 ENV_PREFIX = "ACCESSDRIFT_"
 
 TopicName = str
+#: What `--topic NAME=TOPIC` can name: the four input streams and the two outputs.
+TOPIC_NAMES = (
+    IDENTITY_STATUS,
+    DEVICE_POSTURE,
+    ENTITLEMENT_CHANGE,
+    ACCESS_EXCEPTION,
+    "findings",
+    "deadletter",
+)
 
 
 class Topics(BaseModel):
@@ -37,6 +46,20 @@ class Topics(BaseModel):
         """The topic carrying a contract stream (`identity.status` → its configured topic)."""
         topic: str = getattr(self, stream.replace(".", "_"))
         return topic
+
+    def with_overrides(self, pairs: list[str]) -> Topics:
+        """These names with `NAME=TOPIC` overrides applied (`identity.status=hr.people`,
+        `findings=soc.access-findings`). Raises ValueError naming a bad pair."""
+        updates: dict[str, str] = {}
+        for pair in pairs:
+            name, sep, topic = pair.partition("=")
+            if not sep or name.strip() not in TOPIC_NAMES or not topic.strip():
+                raise ValueError(
+                    f"invalid --topic {pair!r}: write NAME=TOPIC with NAME one of "
+                    f"{', '.join(TOPIC_NAMES)}"
+                )
+            updates[name.strip().replace(".", "_")] = topic.strip()
+        return self.model_copy(update=updates)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Topics:
