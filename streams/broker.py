@@ -41,6 +41,21 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
+def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Stop a child started with `start_new_session=True`, and everything it started: SIGTERM
+    to its process group, then SIGKILL if it has not exited within `timeout_s`."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     """Whether `host:port` accepts a TCP connection within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -125,23 +140,11 @@ class EmbeddedBroker:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and release its resources."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        if process is not None:
+            stop_process_group(process, timeout_s)
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def wait(self) -> int:
-        """Block until the broker exits; its exit status."""
-        assert self._process is not None
-        return self._process.wait()
 
     def _output(self) -> str:
         if self._log is None:

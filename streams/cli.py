@@ -193,6 +193,13 @@ def _env_flag(
     parser.add_argument(flag, default=os.environ.get(name, default), help=f"{text} [{name}]{shown}")
 
 
+def _inputs_exist(names: Sequence[str]) -> bool:
+    missing = [name for name in names if name != "-" and not Path(name).is_file()]
+    if missing:
+        print(f"accessdrift: no such input file: {', '.join(missing)}", file=sys.stderr)
+    return not missing
+
+
 @contextlib.contextmanager
 def _inputs(names: Sequence[str]) -> Iterator[list[tuple[str, BinaryIO]]]:
     with contextlib.ExitStack() as stack:
@@ -217,9 +224,7 @@ def _replay(args: argparse.Namespace) -> int:
     except PolicyError as error:
         print(f"accessdrift: {error}", file=sys.stderr)
         return EXIT_USAGE
-    missing = [name for name in args.files if name != "-" and not Path(name).is_file()]
-    if missing:
-        print(f"accessdrift: no such input file: {', '.join(missing)}", file=sys.stderr)
+    if not _inputs_exist(args.files):
         return EXIT_USAGE
     with contextlib.ExitStack() as stack:
         findings = _sink(args.format, sys.stdout.buffer)
@@ -278,9 +283,7 @@ def _broker(args: argparse.Namespace) -> int:
 
 
 def _produce(args: argparse.Namespace) -> int:
-    missing = [name for name in args.files if name != "-" and not Path(name).is_file()]
-    if missing:
-        print(f"accessdrift: no such input file: {', '.join(missing)}", file=sys.stderr)
+    if not _inputs_exist(args.files):
         return EXIT_USAGE
     bootstrap = args.broker or broker_from_env()
     try:

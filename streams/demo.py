@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from accessdrift.alerts.sinks import TextSink
 from accessdrift.models.findings import Record, decode_record
-from accessdrift.streams.broker import EmbeddedBroker, free_port
+from accessdrift.streams.broker import EmbeddedBroker, free_port, stop_process_group
 from accessdrift.streams.settings import Topics
 
 DEMO_POLICY: Final = """\
@@ -301,18 +301,6 @@ def _wait_ready(worker: subprocess.Popen[bytes], log: Path, timeout_s: float) ->
     return False
 
 
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-
-
 def run_demo(out: TextIO, err: TextIO) -> int:
     """Run the live demo; returns the exit status (0 when it ran to the end or was stopped)."""
     topics = Topics()
@@ -343,5 +331,5 @@ def run_demo(out: TextIO, err: TextIO) -> int:
                 loop.close()
             err.write(f"demo: {shown} records shown; stopping the worker and the broker.\n")
         finally:
-            _stop_worker(worker)
+            stop_process_group(worker, timeout_s=20)
     return 0

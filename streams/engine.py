@@ -25,12 +25,11 @@ keep only what comes back (no copies of whole identity states on the hot path).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Final
 
 from accessdrift.models.clock import US_PER_S, format_us
 from accessdrift.models.findings import (
-    FindingRecord,
     OffboardingRecord,
     Record,
     RevokedEntitlement,
@@ -180,14 +179,13 @@ class Engine:
 
     def _settle_time(self, state: IdentityState, applied: bool, now_us: int, out: _Out) -> Step:
         """Fire what is overdue at `now_us` and emit offboarding evidence that is due."""
-        wake_us = None
         if state.obligations:
             self._fire_due(state, now_us, out)
-            wake_us = self.wake_us(state)
         if state.status == "terminated":
             self._emit_evidence(state, now_us, out)
-            wake_us = self.wake_us(state)
-        return Step(state, applied, out.records, out.messages, wake_us)
+        elif not state.obligations:
+            return Step(state, applied, out.records, out.messages, None)
+        return Step(state, applied, out.records, out.messages, self.wake_us(state))
 
     # -- handlers: each returns whether the message changed anything -------------------------
 
@@ -929,8 +927,3 @@ class Engine:
             all_within_window=all(entry.within_window for entry in entries),
             entitlements=tuple(entries),
         )
-
-
-def findings_of(records: list[Record]) -> Iterator[FindingRecord]:
-    """The finding records among `records`."""
-    return (record for record in records if isinstance(record, FindingRecord))

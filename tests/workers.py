@@ -42,11 +42,12 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], home: Path, name: str) -> None:
         self.log = home / f"{name}.log"
+        self.web_port = free_port()
         with self.log.open("wb") as output:
             self.process = subprocess.Popen(
                 [ACCESSDRIFT, "worker"],
                 cwd=home,
-                env={**env, "ACCESSDRIFT_WEB_PORT": str(free_port())},
+                env={**env, "ACCESSDRIFT_WEB_PORT": str(self.web_port)},
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )

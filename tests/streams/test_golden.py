@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from accessdrift.models.findings import FindingRecord
+from accessdrift.models.vocabulary import Trigger
 from tests.scenarios import REQUIRED_FINDING_FIELDS, Scenario, load_scenarios, project, run_scenario
 
 SCENARIOS = load_scenarios()
@@ -16,15 +19,7 @@ def _listing(findings: list[FindingRecord]) -> list[tuple[str | None, ...]]:
 
 def test_every_trigger_has_a_golden_file() -> None:
     files = {scenario.file for scenario in SCENARIOS}
-    assert {
-        "leaver",
-        "suspension",
-        "mover",
-        "device_untrusted",
-        "owner_departed",
-        "joiner",
-        "grant_while_inactive",
-    } <= files
+    assert set(get_args(Trigger)) <= files
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])

@@ -4,10 +4,7 @@ through Kafka, read back from its output topics."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -18,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from accessdrift.streams.broker import EmbeddedBroker, free_port
+from accessdrift.streams.broker import EmbeddedBroker
 from accessdrift.streams.worker import HEADER_ERROR, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC
 from tests.kafka import read_topic, send_raw
+from tests.workers import ACCESSDRIFT, WorkerProcess, worker_env
 
-ACCESSDRIFT = str(Path(sys.executable).with_name("accessdrift"))
 POLICY = """
 [leaver]
 window = "6s"
@@ -36,7 +33,7 @@ window = "1h"
 class Worker:
     broker: EmbeddedBroker
     env: dict[str, str]
-    log: Path
+    web_port: int
 
     def topic(self, name: str) -> str:
         return self.env[f"ACCESSDRIFT_TOPIC_{name.upper()}"]
@@ -66,47 +63,14 @@ def worker(
     """A worker per table store, on its own topics, policy with windows of seconds, grace 0."""
     home = tmp_path_factory.mktemp("worker")
     (home / "policy.toml").write_text(POLICY)
-    run = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        "ACCESSDRIFT_BROKER": broker.bootstrap,
-        "ACCESSDRIFT_APP_ID": f"test-{run}",
-        "ACCESSDRIFT_POLICY": str(home / "policy.toml"),
-        "ACCESSDRIFT_PARTITIONS": "4",
-        "ACCESSDRIFT_WEB_PORT": str(free_port()),
-        "ACCESSDRIFT_GRACE_S": "0",
-        "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
-        "ACCESSDRIFT_DATA_DIR": str(home / "data"),
-        "ACCESSDRIFT_STORE": request.param,
-    }
-    for name in ("identity_status", "device_posture", "entitlement_change", "access_exception"):
-        env[f"ACCESSDRIFT_TOPIC_{name.upper()}"] = f"{run}.{name}"
-    env["ACCESSDRIFT_TOPIC_FINDINGS"] = f"{run}.findings"
-    env["ACCESSDRIFT_TOPIC_DEADLETTER"] = f"{run}.deadletter"
-    log = home / "worker.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [ACCESSDRIFT, "worker"], cwd=home, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
+    env = worker_env(broker, uuid.uuid4().hex[:8], home / "policy.toml", 0, home / "data")
+    env["ACCESSDRIFT_STORE"] = request.param
+    process = WorkerProcess(env, home, "worker")
     try:
-        _wait_for(lambda: b"Worker]: Ready" in log.read_bytes(), 60, log)
-        yield Worker(broker, env, log)
+        process.wait_ready()
+        yield Worker(broker, env, process.web_port)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_for(condition: object, timeout_s: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; worker log:\n{log.read_text()[-3000:]}")
+        process.stop()
 
 
 def _at(offset_s: float) -> str:
@@ -253,7 +217,7 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_worker_keeps_going(
     assert headers[1][HEADER_ERROR].startswith(b"occurred_at: timestamp has no UTC offset")
     assert [(int(h[HEADER_PARTITION]), int(h[HEADER_OFFSET])) for h in headers] == [first, second]
     metrics = urllib.request.urlopen(
-        f"http://127.0.0.1:{worker.env['ACCESSDRIFT_WEB_PORT']}/metrics", timeout=10
+        f"http://127.0.0.1:{worker.web_port}/metrics", timeout=10
     ).read()
     assert f'accessdrift_deadletter_records_total{{topic="{topic}"}} 2.0'.encode() in metrics
     later = [r for r in worker.findings(expected=200, timeout_s=10) if r["identity_id"] == who]
