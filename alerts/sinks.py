@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import BinaryIO, Protocol, TextIO
 
+from accessdrift.models.clock import format_us
 from accessdrift.models.findings import FindingRecord, Record, encode_record
+from accessdrift.models.text import printable
 
 
 class RecordSink(Protocol):
@@ -49,7 +51,8 @@ class TextSink:
 
     `2026-03-03T18:05:00Z  OPEN      critical  [187fb9c2]  alice was terminated at ...`
     The time is when the record happened: detection for an open finding, the landing change for
-    a resolved one, completion for offboarding evidence.
+    a resolved one, completion for offboarding evidence. Everything the input put in the line
+    is made printable, so that no id can forge a line or drive the terminal.
     """
 
     def __init__(self, stream: TextIO) -> None:
@@ -57,17 +60,20 @@ class TextSink:
 
     def emit(self, record: Record) -> None:
         if isinstance(record, FindingRecord):
-            at = record.resolved_at if record.status == "resolved" else record.detected_at
+            at_us = record.detected_at_us
+            if record.status == "resolved" and record.resolved_at_us is not None:
+                at_us = record.resolved_at_us
             line = (
-                f"{at}  {record.status.upper():<9} {record.severity:<9} "
-                f"[{record.finding_id[:8]}]  {record.summary}"
+                f"{format_us(at_us)}  {record.status.upper():<9} {record.severity:<9} "
+                f"[{record.finding_id[:8]}]  {printable(record.summary)}"
             )
         else:
             late = sum(1 for entry in record.entitlements if not entry.within_window)
             line = (
-                f"{record.completed_at}  {'EVIDENCE':<9} {'':<9} [{record.offboarding_id[:8]}]  "
-                f"Offboarding of {record.identity_id} (terminated {record.terminated_at}) is "
-                f"complete: {len(record.entitlements)} entitlement(s) revoked, {late} late."
+                f"{format_us(record.completed_at_us)}  {'EVIDENCE':<9} {'':<9} "
+                f"[{record.offboarding_id[:8]}]  Offboarding of {printable(record.identity_id)} "
+                f"(terminated {format_us(record.terminated_at_us)}) is complete: "
+                f"{len(record.entitlements)} entitlement(s) revoked, {late} late."
             )
         self._stream.write(line + "\n")
 

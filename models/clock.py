@@ -1,15 +1,30 @@
 """Time in accessdrift is an integer count of microseconds since the Unix epoch, in UTC.
 
 Integers compare and subtract exactly and cheaply on the hot path; these helpers convert
-at the edges.
+at the edges. Every time the contract accepts lies in [EARLIEST_US, LATEST_US): far enough from
+the ends of the calendar that a deadline (time + window + grace, each bounded) can always be
+written back as RFC 3339.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
-US_PER_S = 1_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+US_PER_S: Final = 1_000_000
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST: Final = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
+#: RFC 3339 date-time (`T`, `t` or a space between date and time; fraction optional). The offset
+#: is optional here only so that a time without one gets its own, clearer message.
+_RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})?"
+)
+SHAPE_MESSAGE: Final = "expected an RFC 3339 timestamp such as 2026-01-31T09:00:00Z"
+RANGE_MESSAGE: Final = "timestamp out of range: accessdrift accepts times from 1900 to 8999"
+#: The longest window, grace or tolerance accepted: ten years.
+MAX_DURATION_S: Final = 3650 * 86_400
 
 
 def to_us(moment: datetime) -> int:
@@ -18,19 +33,37 @@ def to_us(moment: datetime) -> int:
     return (since.days * 86_400 + since.seconds) * US_PER_S + since.microseconds
 
 
+def has_rfc3339_shape(text: str) -> bool:
+    """Whether `text` is written as an RFC 3339 date-time (a bare number such as `20260101` is
+    not, though some parsers take it as Unix time)."""
+    return _RFC3339.fullmatch(text) is not None
+
+
+def in_range(moment: datetime) -> bool:
+    return EARLIEST <= moment < LATEST
+
+
+EARLIEST_US: Final = to_us(EARLIEST)
+LATEST_US: Final = to_us(LATEST)
+
+
 def parse_us(text: str) -> int:
     """Microseconds since the epoch for an RFC 3339 timestamp with an offset or `Z`.
 
     Raises ValueError saying what is wrong.
     """
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"invalid time {text!r}: use RFC 3339 with an offset, such as 2026-01-31T09:00:00Z"
-        ) from None
+    moment = None
+    if has_rfc3339_shape(text):
+        try:
+            moment = datetime.fromisoformat(text.upper().replace(" ", "T"))
+        except ValueError:
+            moment = None
+    if moment is None:
+        raise ValueError(f"invalid time {text!r}: {SHAPE_MESSAGE}")
     if moment.tzinfo is None:
         raise ValueError(f"time {text!r} has no offset: add Z or +hh:mm")
+    if not in_range(moment):
+        raise ValueError(f"time {text!r}: {RANGE_MESSAGE}")
     return to_us(moment)
 
 

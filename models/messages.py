@@ -4,9 +4,9 @@ the engine sends between keys.
 Every message but `DevicePosture` is keyed by `identity_id`: one identity's state changes only
 through messages with its key, so the same engine runs in one process (replay) or partitioned by
 identity across Kafka (the runtime). Times are microseconds since the epoch (see `clock`).
-Each message carries a version, (`occurred_at_us`, `event_id`): a message is applied only when its
-version is newer than the last one applied to the same thing, which drops repeats and stale
-events alike.
+Each message carries a version, (`occurred_at_us`, `event_id`): a message older than the last one
+applied to the same thing is stale; at the same time, messages apply in arrival order, and one
+whose `event_id` was already applied is a repeat (see `state.Version`).
 """
 
 from __future__ import annotations
@@ -95,13 +95,17 @@ class OwnerLink(msgspec.Struct, frozen=True, gc=False, tag=True):
 
 
 class OwnerSignal(msgspec.Struct, frozen=True, gc=False, tag=True):
-    """Owner to a non-human identity it owns: the owner's status and when it took effect."""
+    """Owner to a non-human identity it owns: the owner's status and when it took effect.
+
+    Sent on every change of the owner's status, and as the answer to every link (status None
+    when the owner is unknown to the engine), so that the non-human identity knows it has heard.
+    """
 
     identity_id: str
     event_id: str
     occurred_at_us: int
     owner_id: str
-    status: IdentityStatus
+    status: IdentityStatus | None
 
 
 IdentityMessage = (

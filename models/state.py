@@ -2,6 +2,12 @@
 
 These are msgspec structs: cheap to build and update in place on the hot path, and encoded
 losslessly (`encode_state`/`decode_state`) for a changelog or a snapshot.
+
+Everything an identity accumulates is either current fact (what it holds now, one entry per
+entitlement, device or exception) or history kept for judging late events, and history is
+bounded twice: by the late-event horizon and by a count (see the engine's `Limits`). The
+indexes (`in_force`, `by_grant`, the deadline heap, the trusted-device heap) are there so that
+no step scans everything an identity has.
 """
 
 from __future__ import annotations
@@ -14,29 +20,57 @@ from accessdrift.models.vocabulary import (
     EntitlementKind,
     IdentityKind,
     IdentityStatus,
+    ObligationState,
     Posture,
+    Resolution,
     Severity,
     Trigger,
 )
 
-#: Obligation lifecycle. PENDING: the clock has not passed its deadline + grace (it may already
-#: know that what it asks for landed late: `met_at_us` is set, and firing publishes the open and
-#: the resolved record together). OPEN: a finding was published and is not resolved. DONE: met,
-#: cancelled or resolved; kept while its trigger lives so that a late event cannot open it again.
-PENDING: Final = 0
-OPEN: Final = 1
-DONE: Final = 2
-
 NEVER_US: Final = -(2**62)
+
+#: A set of finding ids that iterates in insertion order (a dict with no values): output that
+#: depends on iteration order stays the same from run to run, which a hash-ordered set is not.
+IdSet = dict[str, None]
+
+
+def compose_key(*parts: str) -> str:
+    """One string key for several names, collision-free by construction: every part but the
+    last is length-prefixed, so no character inside a name can make two keys equal."""
+    head = "".join(f"{len(part)}:{part}" for part in parts[:-1])
+    return head + parts[-1]
 
 
 def grant_key(system: str, entitlement: str) -> str:
     """The key of an entitlement within one identity."""
-    return f"{system}\x1f{entitlement}"
+    return compose_key(system, entitlement)
+
+
+class Version(msgspec.Struct, gc=False, array_like=True):
+    """When a thing last changed, and the events applied at exactly that time.
+
+    An event older than `at_us` is stale. At the same time, events apply in arrival order (a
+    file's line order, a partition's offset order): one whose id was already applied at that
+    time is a repeat, any other is newer.
+    """
+
+    at_us: int = NEVER_US
+    event_ids: list[str] = msgspec.field(default_factory=list)
+
+    def admit(self, at_us: int, event_id: str) -> bool:
+        """Record the event and return True if it is newer; False for a repeat or stale event."""
+        if at_us > self.at_us:
+            self.at_us = at_us
+            self.event_ids = [event_id]
+            return True
+        if at_us < self.at_us or event_id in self.event_ids:
+            return False
+        self.event_ids.append(event_id)
+        return True
 
 
 class Grant(msgspec.Struct, gc=False):
-    """What the identity holds of one entitlement; versioned by (changed_at_us, event_id)."""
+    """What the identity holds of one entitlement."""
 
     system: str
     entitlement: str
@@ -45,11 +79,12 @@ class Grant(msgspec.Struct, gc=False):
     device_id: str | None
     requires_trusted_device: bool
     held: bool
-    changed_at_us: int
-    event_id: str
+    version: Version
     #: Start of the latest continuous held interval (a re-grant while held does not move it).
     granted_at_us: int | None
     grant_event_id: str | None
+    #: Start of the current not-held period (a repeated revoke does not move it); None while held.
+    revoked_at_us: int | None = None
     #: A grant_while_inactive obligation was opened for the current interval.
     flagged_inactive: bool = False
 
@@ -57,7 +92,7 @@ class Grant(msgspec.Struct, gc=False):
         """Whether the latest held interval covers `moment_us`."""
         if self.granted_at_us is None or self.granted_at_us > moment_us:
             return False
-        return self.held or self.changed_at_us > moment_us
+        return self.held or (self.revoked_at_us is not None and self.revoked_at_us > moment_us)
 
 
 class DeviceView(msgspec.Struct, gc=False):
@@ -65,8 +100,13 @@ class DeviceView(msgspec.Struct, gc=False):
 
     posture: Posture
     bound: bool
-    changed_at_us: int
-    event_id: str
+    #: When this posture and binding began.
+    since_us: int
+    version: Version
+
+    @property
+    def trusted(self) -> bool:
+        return self.bound and self.posture == "compliant"
 
 
 class Waiver(msgspec.Struct, gc=False):
@@ -77,7 +117,7 @@ class Waiver(msgspec.Struct, gc=False):
     entitlement: str | None
     approved_at_us: int
     expires_at_us: int
-    event_id: str
+    version: Version
 
     def covers(self, system: str | None, entitlement: str | None, deadline_us: int) -> bool:
         if not self.approved_at_us <= deadline_us < self.expires_at_us:
@@ -88,15 +128,15 @@ class Waiver(msgspec.Struct, gc=False):
 
 
 class OwnedLink(msgspec.Struct, gc=False):
-    """An owner's record of one non-human identity that names it as owner."""
+    """An owner's record of one non-human identity that names it (or named it) as owner."""
 
     linked: bool
     changed_at_us: int
-    event_id: str
+    version: Version
 
 
 class TriggerState(msgspec.Struct, gc=False):
-    """A state change that opened obligations and is still in force."""
+    """A state change that opened obligations; kept after it ends, for the late-event horizon."""
 
     trigger: Trigger
     event_id: str
@@ -110,9 +150,11 @@ class TriggerState(msgspec.Struct, gc=False):
     owner_id: str | None = None
     #: leaver: the offboarding record for the current set of obligations was emitted.
     evidence_sent: bool = False
-    #: When the trigger's reason went away or what it asked for landed. An ended trigger is kept
-    #: for the late-event horizon so that an event arriving late is still judged against it.
+    #: When the trigger's reason went away or what it asked for landed.
     ended_at_us: int | None = None
+    #: Finding ids of its obligations: still live, and settled.
+    live: IdSet = msgspec.field(default_factory=dict)
+    settled: IdSet = msgspec.field(default_factory=dict)
 
 
 class Obligation(msgspec.Struct, gc=False):
@@ -130,15 +172,23 @@ class Obligation(msgspec.Struct, gc=False):
     triggered_at_us: int
     deadline_us: int
     severity: Severity
-    #: Words the summary needs: the posture, the status, or the departed owner.
+    #: Words the summary needs: the posture, the status, the departed owner, or the device.
     context: str | None = None
-    state: int = PENDING
+    state: ObligationState = "pending"
     opened: bool = False
     detected_at_us: int | None = None
     exception_id: str | None = None
-    #: When what it asks for landed (or its reason ended), and how.
+    #: When what it asks for landed (or its reason ended), and how; `final` when no later event
+    #: can change that (a revoke), False while a late event still could (a device found not
+    #: compliant after all).
     met_at_us: int | None = None
-    resolution: str | None = None
+    resolution: Resolution | None = None
+    final: bool = False
+    #: The device or owner a landing that is not final relies on (see `lifecycle.Landing`).
+    met_by: str | None = None
+    #: When the clock must pass for it to fire: its deadline, deferred by covering exceptions,
+    #: plus grace. The key of its entry in the identity's deadline heap.
+    fire_after_us: int = NEVER_US
 
 
 class IdentityState(msgspec.Struct, gc=False):
@@ -147,16 +197,16 @@ class IdentityState(msgspec.Struct, gc=False):
     identity_id: str
     identity_kind: IdentityKind = "human"
     status: IdentityStatus | None = None
-    #: Version of the last applied status event.
-    status_at_us: int = NEVER_US
-    status_event_id: str = ""
+    status_version: Version = msgspec.field(default_factory=Version)
     #: When the current status value began (a snapshot repeating it does not move this).
     status_since_us: int = NEVER_US
     status_since_event_id: str = ""
     #: Each change of status value (since_us, status), oldest first, back to the late-event
-    #: horizon: what the status was when a late grant happened.
+    #: horizon and at most `Limits.transitions` of them: what the status was when a late grant
+    #: happened.
     transitions: list[tuple[int, IdentityStatus]] = msgspec.field(default_factory=list)
     role: str | None = None
+    # -- a non-human identity's owner --------------------------------------------------------
     owner_id: str | None = None
     owner_since_us: int = NEVER_US
     #: The owner before the current one, and when it stopped being the owner: a termination
@@ -164,29 +214,53 @@ class IdentityState(msgspec.Struct, gc=False):
     previous_owner_id: str | None = None
     previous_owner_since_us: int = NEVER_US
     previous_owner_until_us: int = NEVER_US
-    owner_status: IdentityStatus | None = None
-    owner_status_at_us: int = NEVER_US
-    owner_status_event_id: str = ""
+    #: The current owner's status changes as it reported them (since_us, status, event_id),
+    #: oldest first; status None: the owner is unknown to the engine. `owner_heard`: it has
+    #: answered the link.
+    owner_timeline: list[tuple[int, IdentityStatus | None, str]] = msgspec.field(
+        default_factory=list
+    )
+    owner_version: Version = msgspec.field(default_factory=Version)
+    owner_heard: bool = False
+    # -- an owner's non-human identities -----------------------------------------------------
     owned: dict[str, OwnedLink] = msgspec.field(default_factory=dict)
+    # -- facts -------------------------------------------------------------------------------
     grants: dict[str, Grant] = msgspec.field(default_factory=dict)
     devices: dict[str, DeviceView] = msgspec.field(default_factory=dict)
+    #: Heap of (since_us, device_id) of devices that were trusted from since_us (stale entries
+    #: are skipped: the device's view says whether it still is): the earliest trusted device.
+    trusted_heap: list[tuple[int, str]] = msgspec.field(default_factory=list)
     waivers: dict[str, Waiver] = msgspec.field(default_factory=dict)
+    # -- triggers and obligations ------------------------------------------------------------
     triggers: dict[str, TriggerState] = msgspec.field(default_factory=dict)
-    #: Obligations still PENDING or OPEN, by finding id: the only ones the clock can affect.
+    #: Triggers in force by what they are about: the trigger name (`leaver`, `joiner`, …) or,
+    #: for device_untrusted, the device key (`compose_key("device", device_id)`).
+    in_force: dict[str, str] = msgspec.field(default_factory=dict)
+    #: Ended triggers, oldest first: the order in which they are forgotten.
+    ended: list[str] = msgspec.field(default_factory=list)
+    #: Obligations still pending or open, by finding id: the only ones the clock can affect.
     obligations: dict[str, Obligation] = msgspec.field(default_factory=dict)
-    #: DONE obligations of triggers still remembered, by finding id (evidence, and a guard
-    #: against opening the same obligation twice).
+    #: Finding ids of live obligations on each entitlement (by grant key).
+    by_grant: dict[str, IdSet] = msgspec.field(default_factory=dict)
+    #: Finding ids of live grant_while_inactive obligations.
+    inactive_grants: IdSet = msgspec.field(default_factory=dict)
+    #: Heap of (fire_after_us, finding_id) for pending obligations (stale entries skipped).
+    deadlines: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    #: Finding ids of obligations (live or settled) whose landing is not final, by the device
+    #: or owner key it relies on (`Obligation.met_by`): what a late report about it may disprove.
+    relying: dict[str, IdSet] = msgspec.field(default_factory=dict)
+    #: Done obligations of remembered triggers, by finding id (evidence, and a guard against
+    #: opening the same obligation twice).
     settled: dict[str, Obligation] = msgspec.field(default_factory=dict)
 
 
 class DeviceState(msgspec.Struct, gc=False):
-    """A device's posture and bound identities; versioned by (changed_at_us, event_id)."""
+    """A device's posture and bound identities."""
 
     device_id: str
     posture: Posture
-    identity_ids: tuple[str, ...]
-    changed_at_us: int
-    event_id: str
+    identity_ids: list[str]
+    version: Version
 
 
 _IDENTITY_DECODER: Final = msgspec.msgpack.Decoder(IdentityState)

@@ -7,24 +7,25 @@ DeviceSignal messages keyed by identity, so the identity engine can run partitio
 from __future__ import annotations
 
 from accessdrift.models.messages import DevicePosture, DeviceSignal
-from accessdrift.models.state import DeviceState
+from accessdrift.models.state import DeviceState, Version
 
 
 def route_device(
     state: DeviceState | None, message: DevicePosture
-) -> tuple[DeviceState | None, list[DeviceSignal]]:
-    """Apply a posture event to a device; return its new state and the signals for identities.
+) -> tuple[DeviceState, list[DeviceSignal]] | None:
+    """Apply a posture event to a device (in place); return its state and the signals for
+    identities, or None for a repeated or stale event, which changes nothing.
 
     Every identity bound after the event hears the device's posture; every identity that lost the
-    binding hears that it is no longer bound. A repeated or stale event (version not newer than
-    the device's) changes nothing and returns the state unchanged with no signals.
+    binding hears that it is no longer bound. The work is linear in the identities the event and
+    the device name (a set, not a scan per identity), however many there are.
     """
-    if state is not None and (message.occurred_at_us, message.event_id) <= (
-        state.changed_at_us,
-        state.event_id,
-    ):
-        return state, []
-    previous = state.identity_ids if state is not None else ()
+    if state is None:
+        state = DeviceState(message.device_id, message.posture, [], Version())
+    if not state.version.admit(message.occurred_at_us, message.event_id):
+        return None
+    previous = state.identity_ids
+    bound = set(message.identity_ids)
     signals = [
         DeviceSignal(
             identity_id=identity_id,
@@ -46,13 +47,8 @@ def route_device(
             bound=False,
         )
         for identity_id in previous
-        if identity_id not in message.identity_ids
+        if identity_id not in bound
     )
-    new_state = DeviceState(
-        device_id=message.device_id,
-        posture=message.posture,
-        identity_ids=message.identity_ids,
-        changed_at_us=message.occurred_at_us,
-        event_id=message.event_id,
-    )
-    return new_state, signals
+    state.posture = message.posture
+    state.identity_ids = list(message.identity_ids)
+    return state, signals

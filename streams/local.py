@@ -1,22 +1,22 @@
 """The engine run in one process over in-memory state: the shell behind replay and benchmarks.
 
-It holds every identity's and device's state, delivers the messages the engine sends between
-identities (first in, first out, before the next input), and keeps the deadline index so that
-`advance` visits only identities with something due.
+It runs the shared processing loop (`streams/processor.py`) over a memory store, delivers the
+messages the engine sends between identities (first in, first out, before the next input), and
+writes every record to a sink as it happens.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 from accessdrift.alerts.sinks import RecordSink
-from accessdrift.models.findings import FindingRecord, Record
+from accessdrift.models.findings import FindingRecord
 from accessdrift.models.messages import DevicePosture, IdentityMessage, InputMessage
-from accessdrift.models.state import PENDING, DeviceState, IdentityState
-from accessdrift.streams.deadlines import DeadlineIndex
-from accessdrift.streams.devices import route_device
+from accessdrift.models.vocabulary import Outcome
 from accessdrift.streams.engine import Engine, Step
+from accessdrift.streams.processor import Processor
+from accessdrift.streams.store import MemoryDevices, MemoryStore
 
 
 @dataclass
@@ -28,6 +28,8 @@ class Counts:
     opened: int = 0
     resolved: int = 0
     offboarding: int = 0
+    #: Obligations that ended, by how.
+    ended: Counter[Outcome] = field(default_factory=Counter)
 
 
 class LocalRuntime:
@@ -36,23 +38,19 @@ class LocalRuntime:
     def __init__(self, engine: Engine, sink: RecordSink) -> None:
         self.engine = engine
         self.sink = sink
-        self.identities: dict[str, IdentityState] = {}
-        self.devices: dict[str, DeviceState] = {}
-        self.deadlines = DeadlineIndex()
+        self.store = MemoryStore()
+        self.processor = Processor(engine, self.store, MemoryDevices())
         self.counts = Counts()
 
     def submit(self, message: InputMessage, now_us: int) -> bool:
         """Apply one input message at `now_us`, with everything it sets off; False if ignored."""
         messages: list[IdentityMessage]
         if isinstance(message, DevicePosture):
-            before = self.devices.get(message.device_id)
-            after, signals = route_device(before, message)
-            applied = after is not before
-            if after is not None:
-                self.devices[message.device_id] = after
-            messages = list(signals)
+            signals = self.processor.route(message)
+            applied = signals is not None
+            messages = list(signals or ())
         else:
-            step = self._apply(message, now_us)
+            step = self._emit(self.processor.apply(message, now_us))
             applied = step.applied
             messages = step.messages
         if applied:
@@ -62,45 +60,34 @@ class LocalRuntime:
         if messages:
             queue = deque(messages)
             while queue:
-                queue.extend(self._apply(queue.popleft(), now_us).messages)
+                queue.extend(self._emit(self.processor.apply(queue.popleft(), now_us)).messages)
         return applied
 
     def advance(self, now_us: int) -> None:
         """Let time pass to `now_us`: fire every deadline passed by then, earliest first."""
-        engine, identities = self.engine, self.identities
-        for identity_id in self.deadlines.pop_due(now_us):
-            self._record(engine.advance(identities[identity_id], now_us))
+        for step in self.processor.advance(now_us):
+            self._emit(step)
 
     def pending_obligations(self) -> int:
         """How many obligations wait for their deadline."""
         return sum(
             1
-            for state in self.identities.values()
+            for state in self.store.states()
             for ob in state.obligations.values()
-            if ob.state == PENDING
+            if ob.state == "pending"
         )
 
-    def _apply(self, message: IdentityMessage, now_us: int) -> Step:
-        state = self.identities.get(message.identity_id)
-        if state is None:
-            state = self.identities[message.identity_id] = self.engine.new_state(
-                message.identity_id
-            )
-        return self._record(self.engine.apply(state, message, now_us))
-
-    def _record(self, step: Step) -> Step:
-        self.deadlines.set(step.state.identity_id, step.wake_us)
-        if step.records:
-            for record in step.records:
-                self._count(record)
-                self.sink.emit(record)
-        return step
-
-    def _count(self, record: Record) -> None:
-        if isinstance(record, FindingRecord):
-            if record.status == "open":
-                self.counts.opened += 1
+    def _emit(self, step: Step) -> Step:
+        counts = self.counts
+        for record in step.records:
+            if isinstance(record, FindingRecord):
+                if record.status == "open":
+                    counts.opened += 1
+                else:
+                    counts.resolved += 1
             else:
-                self.counts.resolved += 1
-        else:
-            self.counts.offboarding += 1
+                counts.offboarding += 1
+            self.sink.emit(record)
+        for ended in step.ended:
+            counts.ended[ended.outcome] += 1
+        return step

@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import yaml
 
 from accessdrift.models.clock import parse_us
-from accessdrift.models.findings import FindingRecord, OffboardingRecord, Record
+from accessdrift.models.findings import FindingRecord, OffboardingRecord, Record, encode_record
 from accessdrift.models.policy import Policy
 from accessdrift.streams.engine import Engine
 from accessdrift.streams.replay import ReplaySummary, replay
@@ -134,8 +133,9 @@ def run_scenario(scenario: Scenario) -> Outcome:
 
 
 def project(record: FindingRecord | OffboardingRecord, fields: dict[str, Any]) -> dict[str, Any]:
-    """The record's values for the fields an expectation names (entitlements as lists)."""
-    data = msgspec.to_builtins(record)
+    """The record's values, in its canonical JSON form, for the fields an expectation names
+    (entitlements as lists)."""
+    data = json.loads(encode_record(record))
     projected = {}
     for name in fields:
         value = data[name]

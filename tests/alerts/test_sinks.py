@@ -6,9 +6,11 @@ import io
 import json
 from collections.abc import Callable
 
+import msgspec
 import pytest
 
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
+from accessdrift.models.clock import parse_us
 from accessdrift.models.findings import FindingRecord, OffboardingRecord, Record
 
 FINDING = FindingRecord(
@@ -23,11 +25,10 @@ FINDING = FindingRecord(
     entitlement_kind="role",
     device_id=None,
     severity="critical",
-    triggered_at="2026-01-05T09:00:00Z",
-    deadline="2026-01-05T10:00:00Z",
-    detected_at="2026-01-05T10:00:01Z",
-    resolved_at=None,
-    time_to_revoke_seconds=None,
+    triggered_at_us=parse_us("2026-01-05T09:00:00Z"),
+    deadline_us=parse_us("2026-01-05T10:00:00Z"),
+    detected_at_us=parse_us("2026-01-05T10:00:01Z"),
+    resolved_at_us=None,
     trigger_event_id="s2",
     exception_id=None,
     summary="alice still holds it.",
@@ -36,9 +37,9 @@ EVIDENCE = OffboardingRecord(
     offboarding_id="o1",
     identity_id="alice",
     identity_kind="human",
-    terminated_at="2026-01-05T09:00:00Z",
+    terminated_at_us=parse_us("2026-01-05T09:00:00Z"),
     trigger_event_id="s2",
-    completed_at="2026-01-05T09:00:00Z",
+    completed_at_us=parse_us("2026-01-05T09:00:00Z"),
     all_within_window=True,
     entitlements=(),
 )
@@ -124,3 +125,18 @@ def test_text_puts_time_status_severity_and_id_before_the_summary() -> None:
     assert finding_line == ("2026-01-05T10:00:01Z  OPEN      critical  [f1]  alice still holds it.")
     assert evidence_line.startswith("2026-01-05T09:00:00Z  EVIDENCE")
     assert "Offboarding of alice (terminated 2026-01-05T09:00:00Z) is complete" in evidence_line
+
+
+def test_text_cannot_be_forged_or_drive_the_terminal_from_input() -> None:
+    forged = "mallory\n2026-01-05T10:00:01Z  RESOLVED  critical  [f1]  all good\x1b[2J\u202e"
+    buffer = io.StringIO()
+    sink = TextSink(buffer)
+    sink.emit(msgspec.structs.replace(FINDING, summary=f"{forged} still holds it."))
+    sink.emit(msgspec.structs.replace(EVIDENCE, identity_id=forged))
+
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "\x1b" not in buffer.getvalue()
+    assert "\u202e" not in buffer.getvalue()
+    assert "mallory\\x0a2026-01-05T10:00:01Z  RESOLVED" in lines[0]
+    assert "\\x1b[2J\\u202e" in lines[1]

@@ -13,8 +13,10 @@ from accessdrift.models.messages import (
     StatusChange,
 )
 from accessdrift.models.policy import Policy
-from accessdrift.models.state import IdentityState
-from accessdrift.streams.engine import LATE_EVENT_HORIZON_S, Engine
+from accessdrift.models.state import IdentityState, grant_key
+from accessdrift.streams.engine import Engine, Limits
+
+LATE_EVENT_HORIZON_S = Limits().horizon_s
 
 S = 1_000_000
 H = 3600 * S
@@ -63,7 +65,7 @@ def test_repeated_and_stale_messages_are_not_applied() -> None:
     stale = [status("alice", "s0", T0 - 1, "terminated"), grant("alice", "g0", T0 - 1, "revoked")]
     assert [engine.apply(state, m, T0).applied for m in stale] == [False, False]
     assert state.status == "active"
-    assert state.grants["github\x1fadmin"].held
+    assert state.grants[grant_key("github", "admin")].held
 
 
 def test_wake_time_is_the_deadline_plus_grace_and_advance_fires_after_it() -> None:

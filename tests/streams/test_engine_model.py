@@ -21,7 +21,6 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from accessdrift.models.clock import parse_us
 from accessdrift.models.findings import FindingRecord
 from accessdrift.models.messages import (
     EntitlementChange,
@@ -244,8 +243,8 @@ class _Delivery(RuleBasedStateMachine):
         for record in self.records:
             key = (record.trigger, record.trigger_event_id, record.system, record.entitlement)
             resolved = None
-            if record.resolved_at is not None:
-                resolved = (parse_us(record.resolved_at) - BASE_US) // MINUTE_US
+            if record.resolved_at_us is not None:
+                resolved = (record.resolved_at_us - BASE_US) // MINUTE_US
             final[key] = (record.status, resolved)
         assert final == reference(self.events)
 

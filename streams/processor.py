@@ -1,0 +1,64 @@
+"""The one processing loop: load state, run the engine, store what it decided, index its wake time.
+
+Replay, the benchmarks and the faust worker all run the engine through this loop, over a store of
+their kind (`streams/store.py`), so the in-process and the live runtime cannot drift apart. What
+is done with a step's output (write it to a sink, deliver messages in process, or publish to
+Kafka from the stored outbox) is the shell's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from accessdrift.models.messages import DevicePosture, DeviceSignal, IdentityMessage
+from accessdrift.streams.deadlines import DeadlineIndex
+from accessdrift.streams.devices import route_device
+from accessdrift.streams.engine import Engine, Step
+from accessdrift.streams.store import DeviceStore, IdentityStore
+
+
+class Processor:
+    """Runs the engine over `identities`, with `deadlines` saying which identities need the clock
+    (one processor per partition in the worker, sharing the store)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        identities: IdentityStore,
+        devices: DeviceStore,
+        deadlines: DeadlineIndex | None = None,
+    ) -> None:
+        self.engine = engine
+        self.identities = identities
+        self.devices = devices
+        self.deadlines = DeadlineIndex() if deadlines is None else deadlines
+
+    def apply(self, message: IdentityMessage, now_us: int) -> Step:
+        """One message for one identity, at `now_us`."""
+        state = self.identities.get(message.identity_id)
+        if state is None:
+            state = self.engine.new_state(message.identity_id)
+        return self._keep(self.engine.apply(state, message, now_us))
+
+    def route(self, message: DevicePosture) -> list[DeviceSignal] | None:
+        """One posture event for one device: the signals for identities (None: a repeat)."""
+        routed = route_device(self.devices.get(message.device_id), message)
+        if routed is None:
+            return None
+        state, signals = routed
+        self.devices.put(state)
+        return signals
+
+    def advance(self, now_us: int) -> Iterator[Step]:
+        """Let time pass to `now_us`: a step for every identity with something due, earliest
+        first."""
+        engine, identities = self.engine, self.identities
+        for identity_id in self.deadlines.pop_due(now_us):
+            state = identities.get(identity_id)
+            if state is not None:
+                yield self._keep(engine.advance(state, now_us))
+
+    def _keep(self, step: Step) -> Step:
+        self.identities.put(step)
+        self.deadlines.set(step.state.identity_id, step.wake_us)
+        return step

@@ -1,0 +1,175 @@
+"""Where the engine's state lives between steps: one small interface, two implementations.
+
+`MemoryStore` keeps live objects in dicts (replay, benchmarks, tests). `TableStore` keeps the
+msgpack form in a mapping of bytes, which in the worker is a faust Table backed by its changelog;
+with each identity's state it keeps an outbox of what the step decided to publish, so that the
+decision and the state that remembers it are made durable in one write (see `streams/worker.py`).
+Both pass one contract suite (`tests/streams/test_store.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import Final, Protocol
+
+import msgspec
+
+from accessdrift.models.findings import encode_record
+from accessdrift.models.messages import IdentityMessage
+from accessdrift.models.state import (
+    DeviceState,
+    IdentityState,
+    decode_device_state,
+    encode_state,
+)
+from accessdrift.streams.lifecycle import Step
+
+
+class IdentityStore(Protocol):
+    """Identity states by identity id."""
+
+    def get(self, identity_id: str) -> IdentityState | None: ...
+
+    def put(self, step: Step) -> None:
+        """Keep the step's new state, and what it decided to publish until it is delivered."""
+        ...
+
+    def states(self) -> Iterator[IdentityState]: ...
+
+
+class DeviceStore(Protocol):
+    """Device states by device id."""
+
+    def get(self, device_id: str) -> DeviceState | None: ...
+
+    def put(self, state: DeviceState) -> None: ...
+
+
+class MemoryStore:
+    """Identity and device states as live objects; what a step publishes goes out at once, so
+    nothing waits in an outbox."""
+
+    def __init__(self) -> None:
+        self.identities: dict[str, IdentityState] = {}
+
+    def get(self, identity_id: str) -> IdentityState | None:
+        return self.identities.get(identity_id)
+
+    def put(self, step: Step) -> None:
+        self.identities[step.state.identity_id] = step.state
+
+    def states(self) -> Iterator[IdentityState]:
+        return iter(self.identities.values())
+
+
+class MemoryDevices:
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceState] = {}
+
+    def get(self, device_id: str) -> DeviceState | None:
+        return self.devices.get(device_id)
+
+    def put(self, state: DeviceState) -> None:
+        self.devices[state.device_id] = state
+
+
+#: Kinds of what waits in an outbox.
+FINDING: Final = 0
+MESSAGE: Final = 1
+
+_MESSAGE_ENCODER: Final = msgspec.msgpack.Encoder()
+
+
+class Outgoing(msgspec.Struct, array_like=True, gc=False):
+    """A record waiting to be published: a finding or offboarding record (to the findings topic,
+    as canonical JSON), or a message for another identity (to the identity inbox, msgpack)."""
+
+    kind: int
+    key: bytes
+    value: bytes
+
+
+class Stored(msgspec.Struct, array_like=True, gc=False):
+    """A value of the identities table: the engine's state and what it has yet to publish."""
+
+    state: IdentityState
+    outbox: list[Outgoing]
+
+
+_STORED_ENCODER: Final = msgspec.msgpack.Encoder()
+_STORED_DECODER: Final = msgspec.msgpack.Decoder(Stored)
+
+
+def encode_message(message: IdentityMessage) -> bytes:
+    return _MESSAGE_ENCODER.encode(message)
+
+
+def outgoing(step: Step) -> list[Outgoing]:
+    """What a step publishes, in the order it happened: records, then messages."""
+    key = step.state.identity_id.encode()
+    out = [Outgoing(FINDING, key, encode_record(record)) for record in step.records]
+    out.extend(
+        Outgoing(MESSAGE, message.identity_id.encode(), encode_message(message))
+        for message in step.messages
+    )
+    return out
+
+
+class TableStore:
+    """Identity states with their outboxes, as bytes in a mapping keyed by identity id bytes."""
+
+    def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
+        self.table = table
+
+    def get(self, identity_id: str) -> IdentityState | None:
+        stored = self._load(identity_id.encode())
+        return None if stored is None else stored.state
+
+    def put(self, step: Step) -> None:
+        key = step.state.identity_id.encode()
+        previous = self._load(key)
+        outbox = [] if previous is None else previous.outbox
+        outbox.extend(outgoing(step))
+        self.table[key] = _STORED_ENCODER.encode(Stored(step.state, outbox))
+
+    def states(self) -> Iterator[IdentityState]:
+        for value in self.table.values():
+            yield _STORED_DECODER.decode(value).state
+
+    def outbox(self, identity_id: str) -> list[Outgoing]:
+        """What the identity's steps decided to publish and is not known to be delivered."""
+        stored = self._load(identity_id.encode())
+        return [] if stored is None else stored.outbox
+
+    def delivered(self, identity_id: str) -> None:
+        """Everything in the identity's outbox was acknowledged: clear it (durably)."""
+        key = identity_id.encode()
+        stored = self._load(key)
+        if stored is not None and stored.outbox:
+            stored.outbox.clear()
+            self.table[key] = _STORED_ENCODER.encode(stored)
+
+    def entries(self) -> Iterator[tuple[bytes, IdentityState, bool]]:
+        """(key, state, whether its outbox waits) for every identity: the worker rebuilds its
+        deadline index and redelivers outboxes from these after a partition is assigned."""
+        for key, value in self.table.items():
+            stored = _STORED_DECODER.decode(value)
+            yield key, stored.state, bool(stored.outbox)
+
+    def _load(self, key: bytes) -> Stored | None:
+        value = self.table.get(key)
+        return None if value is None else _STORED_DECODER.decode(value)
+
+
+class TableDevices:
+    """Device states as bytes in a mapping keyed by device id bytes."""
+
+    def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
+        self.table = table
+
+    def get(self, device_id: str) -> DeviceState | None:
+        value = self.table.get(device_id.encode())
+        return None if value is None else decode_device_state(value)
+
+    def put(self, state: DeviceState) -> None:
+        self.table[state.device_id.encode()] = encode_state(state)
