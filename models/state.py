@@ -172,8 +172,11 @@ class Obligation(msgspec.Struct, gc=False):
     triggered_at_us: int
     deadline_us: int
     severity: Severity
-    #: Words the summary needs: the posture, the status, the departed owner, or the device.
+    #: Words the summary needs: the posture, the status or the departed owner.
     context: str | None = None
+    #: The grant event that began the held interval the trigger saw (per-entitlement
+    #: obligations): whether a later change is about that interval or a new one.
+    interval_event_id: str | None = None
     state: ObligationState = "pending"
     opened: bool = False
     detected_at_us: int | None = None
@@ -201,19 +204,23 @@ class IdentityState(msgspec.Struct, gc=False):
     #: When the current status value began (a snapshot repeating it does not move this).
     status_since_us: int = NEVER_US
     status_since_event_id: str = ""
-    #: Each change of status value (since_us, status), oldest first, back to the late-event
-    #: horizon and at most `Limits.transitions` of them: what the status was when a late grant
-    #: happened.
-    transitions: list[tuple[int, IdentityStatus]] = msgspec.field(default_factory=list)
+    #: Each change of status value (since_us, status, event_id), oldest first, back to the
+    #: late-event horizon and at most `Limits.transitions` of them: what the status was when a
+    #: late grant happened, and what an owner tells a non-human identity that links to it.
+    transitions: list[tuple[int, IdentityStatus, str]] = msgspec.field(default_factory=list)
     role: str | None = None
     # -- a non-human identity's owner --------------------------------------------------------
     owner_id: str | None = None
     owner_since_us: int = NEVER_US
-    #: The owner before the current one, and when it stopped being the owner: a termination
-    #: signal from it that arrives late still counts for the time it owned the identity.
+    #: The owner before the current one, when it owned the identity, and what it reported: a
+    #: report from it that arrives late still counts for the time it owned the identity.
     previous_owner_id: str | None = None
     previous_owner_since_us: int = NEVER_US
     previous_owner_until_us: int = NEVER_US
+    previous_owner_timeline: list[tuple[int, IdentityStatus | None, str]] = msgspec.field(
+        default_factory=list
+    )
+    previous_owner_version: Version = msgspec.field(default_factory=Version)
     #: The current owner's status changes as it reported them (since_us, status, event_id),
     #: oldest first; status None: the owner is unknown to the engine. `owner_heard`: it has
     #: answered the link.

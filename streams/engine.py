@@ -21,6 +21,7 @@ keep only what comes back (no copies of whole identity states on the hot path).
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Final
 
@@ -46,7 +47,7 @@ from accessdrift.models.state import (
     grant_key,
 )
 from accessdrift.streams.lifecycle import Context, Limits, Step, device_key
-from accessdrift.streams.rules import OWNER_DEPARTED, RULES, StatusChanged
+from accessdrift.streams.rules import RULES, StatusChanged
 from accessdrift.streams.rules.owner_departed import owner_key
 
 __all__ = ["Engine", "Limits", "Step"]
@@ -115,7 +116,7 @@ class Engine:
         if change.changed:
             s.status = m.status
             s.status_since_us, s.status_since_event_id = at_us, m.event_id
-            s.transitions.append((at_us, m.status))
+            s.transitions.append((at_us, m.status, m.event_id))
             for nhi_id, link in sorted(s.owned.items()):
                 # An identity unlinked after this change was still owned when it happened.
                 if link.linked or link.changed_at_us > at_us:
@@ -242,30 +243,47 @@ class Engine:
             return False
         link.linked, link.changed_at_us = m.linked, m.occurred_at_us
         if m.linked:
-            # Answered even when this identity is unknown (status None), so that the non-human
-            # identity knows it has heard everything its new owner can tell.
-            ctx.messages.append(self._owner_signal(s, m.nhi_id))
+            ctx.messages.extend(self._owner_history(ctx, m.nhi_id, m.occurred_at_us))
         return True
 
     def _on_owner_signal(self, ctx: Context, m: OwnerSignal) -> bool:
         s = ctx.s
-        if m.owner_id != s.owner_id:
-            if m.status != "terminated":
+        if m.owner_id == s.owner_id:
+            if not s.owner_version.admit(m.occurred_at_us, m.event_id):
                 return False
-            return OWNER_DEPARTED.former_owner_left(ctx, m.owner_id, m.event_id, m.occurred_at_us)
-        if not s.owner_version.admit(m.occurred_at_us, m.event_id):
-            return False
-        s.owner_heard = True
-        if m.status is not None:
+            s.owner_heard = True
             timeline = s.owner_timeline
+        elif m.owner_id == s.previous_owner_id:
+            if not s.previous_owner_version.admit(m.occurred_at_us, m.event_id):
+                return False
+            timeline = s.previous_owner_timeline
+        else:
+            return False
+        if m.status is not None:
             timeline.append((m.occurred_at_us, m.status, m.event_id))
             timeline.sort(key=lambda change: change[0])
             del timeline[: max(0, len(timeline) - ctx.limits.owner_timeline)]
         for rule in self._rules:
-            rule.on_owner(ctx)
+            rule.on_owner(ctx, m)
         return True
 
     # -- owners and their non-human identities -----------------------------------------------
+
+    @staticmethod
+    def _owner_history(ctx: Context, nhi_id: str, since_us: int) -> list[OwnerSignal]:
+        """The answer to a link made at `since_us`: the status this identity had then and every
+        change since, as far as it remembers (events for it may have arrived ahead of the link).
+        Answered even when this identity is unknown (status None), so that the non-human
+        identity knows it has heard all its new owner can tell."""
+        s = ctx.s
+        transitions = s.transitions
+        if not transitions:
+            return [OwnerSignal(nhi_id, "", NEVER_US, s.identity_id, None)]
+        start = max(0, bisect_right(transitions, since_us, key=lambda change: change[0]) - 1)
+        return [
+            OwnerSignal(nhi_id, event_id, at_us, s.identity_id, status)
+            for at_us, status, event_id in transitions[start:]
+        ]
 
     @staticmethod
     def _owner_signal(s: IdentityState, nhi_id: str) -> OwnerSignal:
@@ -279,20 +297,23 @@ class Engine:
 
     def _change_owner(self, ctx: Context, m: StatusChange) -> None:
         s = ctx.s
+        if s.previous_owner_id is not None and s.previous_owner_id not in (s.owner_id, m.owner_id):
+            # The owner before last is forgotten: what its activity met can no longer be checked
+            # against its reports.
+            for ob in ctx.relying_on(owner_key(s.previous_owner_id)):
+                ctx.unrely(ob)
+                ob.final = True
         if s.owner_id is not None:
             ctx.messages.append(
                 OwnerLink(s.owner_id, m.event_id, m.occurred_at_us, s.identity_id, linked=False)
             )
-            # What the old owner's activity met can no longer be checked against its reports.
-            for ob in ctx.relying_on(owner_key(s.owner_id)):
-                ctx.unrely(ob)
-                ob.final = True
         if m.owner_id is not None:
             ctx.messages.append(
                 OwnerLink(m.owner_id, m.event_id, m.occurred_at_us, s.identity_id, linked=True)
             )
         s.previous_owner_id = s.owner_id
         s.previous_owner_since_us, s.previous_owner_until_us = s.owner_since_us, m.occurred_at_us
+        s.previous_owner_timeline, s.previous_owner_version = s.owner_timeline, s.owner_version
         s.owner_id = m.owner_id
         s.owner_since_us = m.occurred_at_us
         s.owner_timeline = []

@@ -71,7 +71,7 @@ class Limits:
     horizon_s: int = 7 * 86_400
     ended_triggers: int = 64
     transitions: int = 64
-    owner_timeline: int = 16
+    owner_timeline: int = 64
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,19 @@ class Context:
         s.in_force[about] = key
         if key in s.ended:
             s.ended.remove(key)
+
+    def drop_trigger(self, key: str) -> None:
+        """Forget a trigger whose premise turned out false and that published nothing (it may
+        open again, the same, if a later event makes the premise true once more)."""
+        s = self.s
+        trigger = s.triggers.pop(key)
+        for about, in_force in list(s.in_force.items()):
+            if in_force == key:
+                del s.in_force[about]
+        if key in s.ended:
+            s.ended.remove(key)
+        for finding_id in trigger.settled:
+            self.unrely(s.settled.pop(finding_id))
 
     # -- obligations -------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from accessdrift.models.clock import US_PER_S, format_duration_s, format_us
 from accessdrift.models.findings import stable_id
-from accessdrift.models.messages import DeviceSignal
+from accessdrift.models.messages import DeviceSignal, OwnerSignal
 from accessdrift.models.state import (
     DeviceView,
     Grant,
@@ -68,8 +68,8 @@ class Rule:
     def on_device(self, ctx: Context, signal: DeviceSignal, view: DeviceView) -> None:
         """What the identity knows of a device changed (`view` is the new view)."""
 
-    def on_owner(self, ctx: Context) -> None:
-        """What a non-human identity knows of its owner changed."""
+    def on_owner(self, ctx: Context, signal: OwnerSignal) -> None:
+        """A non-human identity heard from its current or previous owner."""
 
     # -- what it obliges ---------------------------------------------------------------------
 
@@ -116,10 +116,10 @@ class Rule:
             assert ob.system is not None
             assert ob.entitlement is not None
             grant = ctx.s.grants[grant_key(ob.system, ob.entitlement)]
-            # Once a final landing is known, a later interval of the grant says nothing about
-            # the one the trigger saw (a re-grant moves `granted_at`).
-            known = ob.final and ob.met_at_us is not None
-            if not known and not grant.held_at(ob.triggered_at_us):
+            # A later interval of the grant (a re-grant after a revoke) says nothing about the
+            # one the trigger saw.
+            same_interval = grant.grant_event_id == ob.interval_event_id
+            if same_interval and not grant.held_at(ob.triggered_at_us):
                 ctx.withdraw(ob, "withdrawn")
                 return
         landing = self.landing(ctx, ob, trigger, grant)
@@ -187,6 +187,7 @@ def grant_obligation(
         deadline_us=deadline_us,
         severity=rule.severity(ctx, grant.privileged),
         context=trigger.posture,
+        interval_event_id=grant.grant_event_id,
     )
 
 

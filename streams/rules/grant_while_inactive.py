@@ -76,6 +76,7 @@ class GrantWhileInactive(Rule):
             deadline_us=grant.granted_at_us,
             severity=self.severity(ctx, grant.privileged),
             context=ctx.status_at(grant.granted_at_us),
+            interval_event_id=grant.grant_event_id,
         )
         if ctx.add(ob, None):
             self.reassess(ctx, ob, None)

@@ -9,8 +9,10 @@ obligation it seemed to meet is unmet again, and no new one opens for the second
 
 from __future__ import annotations
 
-from accessdrift.models.clock import US_PER_S, format_us
+from accessdrift.models.clock import LATEST_US, US_PER_S, format_us
+from accessdrift.models.messages import OwnerSignal
 from accessdrift.models.state import (
+    NEVER_US,
     Grant,
     IdentityState,
     Obligation,
@@ -37,31 +39,53 @@ def owner_key(owner_id: str) -> str:
     return compose_key("owner", owner_id)
 
 
-def owner_status_at(s: IdentityState, moment_us: int) -> IdentityStatus | None:
-    """The current owner's status at `moment_us`, as far as it has reported."""
-    status: IdentityStatus | None = None
-    for since_us, value, _ in s.owner_timeline:
-        if since_us > moment_us:
+Timeline = list[tuple[int, IdentityStatus | None, str]]
+
+
+def _entry_at(timeline: Timeline, moment_us: int) -> tuple[int, IdentityStatus | None, str] | None:
+    """The owner's report in force at `moment_us`."""
+    found = None
+    for entry in timeline:
+        if entry[0] > moment_us:
             break
-        status = value
-    return status
+        found = entry
+    return found
 
 
-def owner_active_from(s: IdentityState, moment_us: int) -> int | None:
-    """The first time at or after `moment_us` when the current owner is active, if known."""
-    if owner_status_at(s, moment_us) == "active":
+def status_at(timeline: Timeline, moment_us: int) -> IdentityStatus | None:
+    """An owner's status at `moment_us`, as far as it has reported."""
+    entry = _entry_at(timeline, moment_us)
+    return None if entry is None else entry[1]
+
+
+def active_from(timeline: Timeline, moment_us: int) -> int | None:
+    """The first time at or after `moment_us` when the owner is active, as far as reported."""
+    if status_at(timeline, moment_us) == "active":
         return moment_us
-    for since_us, value, _ in s.owner_timeline:
+    for since_us, value, _ in timeline:
         if since_us > moment_us and value == "active":
             return since_us
     return None
 
 
-def _the_obligation(s: IdentityState, trigger: TriggerState) -> Obligation:
-    """An owner_departed trigger's one obligation, live or settled."""
+def _owned_by_active(
+    ob: Obligation, trigger: TriggerState | None, owner_id: str, timeline: Timeline, since_us: int
+) -> Landing | None:
+    """When, from the obligation's start, `owner_id` (owner from `since_us`) was active."""
+    active_us = active_from(timeline, max(ob.triggered_at_us, since_us))
+    if active_us is None:
+        return None
+    same = trigger is not None and trigger.owner_id == owner_id
+    return Landing(active_us, "ended" if same else "reowned", final=False, by=owner_key(owner_id))
+
+
+def _the_obligation(s: IdentityState, trigger: TriggerState) -> Obligation | None:
+    """An owner_departed trigger's one obligation, live or settled (None once withdrawn)."""
     for finding_id in trigger.live:
         return s.obligations[finding_id]
-    return s.settled[next(iter(trigger.settled))]
+    for finding_id in trigger.settled:
+        return s.settled[finding_id]
+    return None
 
 
 class OwnerDeparted(Rule):
@@ -72,66 +96,142 @@ class OwnerDeparted(Rule):
     def on_status(self, ctx: Context, change: StatusChanged) -> None:
         self.check(ctx)
 
-    def on_owner(self, ctx: Context) -> None:
-        s = ctx.s
-        if s.owner_id is not None:
-            # What the current owner's activity seemed to meet, its late report may disprove.
-            for ob in ctx.relying_on(owner_key(s.owner_id)):
-                if ob.opened or ob.met_at_us is None:
-                    continue
-                if owner_status_at(s, ob.met_at_us) != "active":
-                    ctx.unmeet(ob)
-                    assert ob.trigger_key is not None
-                    ctx.restore_trigger(ob.trigger_key, ABOUT)
+    def on_owner(self, ctx: Context, signal: OwnerSignal) -> None:
         self.check(ctx)
 
     def check(self, ctx: Context) -> None:
-        """Meet the obligation in force if the identity is retired or owned by an active owner
-        now; otherwise open one if its owner has left."""
+        """Judge again every remembered owner_departed obligation from what the identity knows
+        now (its own status changes and both owners' reports, which may arrive in any order),
+        then open one from the first time it was active with a terminated owner, if no trigger
+        is in force."""
         s = ctx.s
         if s.identity_kind == "human":
             return
-        found = ctx.in_force(ABOUT)
-        if found is not None:
-            key, trigger = found
-            ob = _the_obligation(s, trigger)
-            if ob.state != "done":
-                self.reassess(ctx, ob, trigger)
-            if ob.met_at_us is not None:
-                ctx.end_trigger(key, ob.met_at_us, ABOUT)
-            return
-        if s.status != "active" or s.owner_id is None or not s.owner_timeline:
-            return
-        since_us, status, event_id = s.owner_timeline[-1]
-        if status == "terminated":
-            at_us = max(since_us, s.owner_since_us, s.status_since_us)
-            self.open(ctx, event_id, at_us, s.owner_id)
+        self._rederive(ctx)
+        while True:
+            orphaned = self._first_orphaned(ctx)
+            found = ctx.in_force(ABOUT)
+            # An orphaned time earlier than the trigger in force (reports arriving late) opens
+            # its own trigger, which then covers the later one.
+            if orphaned is None or (found is not None and orphaned[0] >= found[1].at_us):
+                return
+            at_us, owner_id, event_id = orphaned
+            deadline_us = at_us + ctx.policy.owner_departed.window_s * US_PER_S
+            trigger = TriggerState(
+                "owner_departed", event_id, at_us, owner_id=owner_id, deadline_us=deadline_us
+            )
+            if ctx.open_trigger(trigger, ABOUT) is None:
+                return
+            self._rederive(ctx)
 
-    def open(self, ctx: Context, event_id: str, at_us: int, owner_id: str) -> bool:
-        deadline_us = at_us + ctx.policy.owner_departed.window_s * US_PER_S
-        trigger = TriggerState(
-            "owner_departed", event_id, at_us, owner_id=owner_id, deadline_us=deadline_us
-        )
-        if ctx.open_trigger(trigger, ABOUT) is None:
-            return False
-        self.check(ctx)
-        return True
-
-    def former_owner_left(self, ctx: Context, owner_id: str, event_id: str, at_us: int) -> bool:
-        """The previous owner's termination, arriving after the identity changed owner: the
-        identity was orphaned from then until the change (late data between identities)."""
+    def _rederive(self, ctx: Context) -> None:
+        """What met each obligation may have changed with a late report; one still unmet covers
+        the orphaned time after it, so a later trigger not yet reported is withdrawn."""
         s = ctx.s
-        if (
-            s.identity_kind == "human"
-            or owner_id != s.previous_owner_id
-            or at_us >= s.previous_owner_until_us
-            or ctx.in_force(ABOUT) is not None
-        ):
-            return False
-        at_us = max(at_us, s.previous_owner_since_us)
+        ordered = sorted(
+            (trigger.at_us, key)
+            for key, trigger in s.triggers.items()
+            if trigger.trigger == "owner_departed"
+        )
+        covered = False
+        for _, key in ordered:
+            trigger = s.triggers[key]
+            ob = _the_obligation(s, trigger)
+            if ob is None:
+                continue
+            if ob.state != "done" and (covered or not self._premise_holds(ctx, trigger)):
+                # Covered by an earlier trigger still unmet, or a late event showed the identity
+                # was not active with a terminated owner then after all.
+                opened = ob.opened
+                ctx.withdraw(ob, "withdrawn")
+                if opened:
+                    self._sync(ctx, key, trigger, None)
+                else:
+                    ctx.drop_trigger(key)
+                continue
+            if ob.state == "open":
+                self.reassess(ctx, ob, trigger)
+            elif ob.state == "pending" or not (ob.opened or ob.final):
+                landing = self.landing(ctx, ob, trigger, None)
+                known = None if ob.met_at_us is None else (ob.met_at_us, ob.resolution)
+                now = None if landing is None else (landing.at_us, landing.resolution)
+                if now != known:
+                    if ob.met_at_us is not None:
+                        ctx.unmeet(ob)
+                    if landing is not None:
+                        ctx.meet(ob, landing)
+            self._sync(ctx, key, trigger, ob)
+            covered = covered or ob.met_at_us is None
+
+    @staticmethod
+    def _premise_holds(ctx: Context, trigger: TriggerState) -> bool:
+        """Whether, as far as is known now, the identity was active and its owner terminated at
+        the trigger's time (an owner not remembered any more is taken at its word)."""
+        s, at_us = ctx.s, trigger.at_us
         if ctx.status_at(at_us + 1) != "active":
             return False
-        return self.open(ctx, event_id, at_us, owner_id)
+        owner_id: str | None
+        if s.owner_id is not None and at_us >= s.owner_since_us:
+            owner_id, timeline = s.owner_id, s.owner_timeline
+        elif s.previous_owner_since_us <= at_us < s.previous_owner_until_us:
+            owner_id, timeline = s.previous_owner_id, s.previous_owner_timeline
+        else:
+            return at_us < s.previous_owner_since_us
+        return trigger.owner_id == owner_id and status_at(timeline, at_us) == "terminated"
+
+    @staticmethod
+    def _sync(ctx: Context, key: str, trigger: TriggerState, ob: Obligation | None) -> None:
+        """An owner_departed trigger is in force exactly while its obligation is unmet."""
+        if ob is None:
+            if trigger.ended_at_us is None:
+                ctx.end_trigger(key, trigger.at_us, ABOUT)
+        elif ob.met_at_us is None:
+            if trigger.ended_at_us is not None:
+                ctx.restore_trigger(key, ABOUT)
+        elif trigger.ended_at_us is None:
+            ctx.end_trigger(key, ob.met_at_us, ABOUT)
+        else:
+            trigger.ended_at_us = ob.met_at_us
+
+    def _first_orphaned(self, ctx: Context) -> tuple[int, str, str] | None:
+        """The first time, after the last owner_departed trigger ended, at which the identity
+        was active and its owner (previous or current) terminated: (time, owner, the owner's
+        termination event)."""
+        s = ctx.s
+        floor_us = max(
+            (
+                t.ended_at_us
+                for t in s.triggers.values()
+                if t.trigger == "owner_departed" and t.ended_at_us is not None
+            ),
+            default=NEVER_US,
+        )
+        periods = []
+        if s.previous_owner_id is not None:
+            periods.append(
+                (
+                    s.previous_owner_id,
+                    s.previous_owner_timeline,
+                    s.previous_owner_since_us,
+                    s.previous_owner_until_us,
+                )
+            )
+        if s.owner_id is not None:
+            periods.append((s.owner_id, s.owner_timeline, s.owner_since_us, LATEST_US))
+        for owner_id, timeline, since_us, until_us in periods:
+            start_us = max(since_us, floor_us)
+            candidates = {start_us}
+            candidates.update(t for t, _, _ in timeline if start_us <= t < until_us)
+            candidates.update(
+                t for t, value, _ in s.transitions if value == "active" and start_us <= t < until_us
+            )
+            for at_us in sorted(candidates):
+                if at_us >= until_us or ctx.status_at(at_us + 1) != "active":
+                    continue
+                entry = _entry_at(timeline, at_us)
+                if entry is not None and entry[1] == "terminated":
+                    return at_us, owner_id, entry[2]
+        return None
 
     def oblige_identity(self, ctx: Context, key: str, trigger: TriggerState) -> None:
         assert trigger.deadline_us is not None
@@ -144,17 +244,26 @@ class OwnerDeparted(Rule):
     ) -> Landing | None:
         s = ctx.s
         retired = None
-        if s.status == "terminated":
-            retired = Landing(max(s.status_since_us, ob.triggered_at_us), "retired")
-        owned = None
+        for at_us, status, _ in s.transitions:
+            # The first termination of the identity itself since the trigger (it may be active
+            # again by now: its own events can arrive behind its owners').
+            if status == "terminated" and at_us >= ob.triggered_at_us:
+                retired = Landing(at_us, "retired")
+                break
+        owned = previously = None
         if s.owner_id is not None and s.owner_heard:
-            active_us = owner_active_from(s, max(ob.triggered_at_us, s.owner_since_us))
-            if active_us is not None:
-                same = trigger is not None and trigger.owner_id == s.owner_id
-                owned = Landing(
-                    active_us, "ended" if same else "reowned", final=False, by=owner_key(s.owner_id)
-                )
-        return earliest(retired, owned)
+            owned = _owned_by_active(ob, trigger, s.owner_id, s.owner_timeline, s.owner_since_us)
+        if s.previous_owner_id is not None:
+            previously = _owned_by_active(
+                ob,
+                trigger,
+                s.previous_owner_id,
+                s.previous_owner_timeline,
+                s.previous_owner_since_us,
+            )
+            if previously is not None and previously.at_us >= s.previous_owner_until_us:
+                previously = None
+        return earliest(retired, previously, owned)
 
     def can_judge(self, ctx: Context, ob: Obligation) -> bool:
         # A new owner's answer is on its way: its status may meet the obligation.

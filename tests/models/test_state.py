@@ -72,7 +72,9 @@ def test_keys_cannot_collide_whatever_the_names_contain() -> None:
 
 
 def test_identity_state_survives_its_binary_form() -> None:
-    state = IdentityState(identity_id="alice", status="terminated", transitions=[(5, "terminated")])
+    state = IdentityState(
+        identity_id="alice", status="terminated", transitions=[(5, "terminated", "s2")]
+    )
     state.grants[grant_key("s", "e")] = grant(held=True, granted_at=1)
     state.devices["mac"] = DeviceView("lost", True, 3, Version(3, ["d1"]))
     state.waivers["x"] = Waiver("x", None, None, 1, 9, Version(1, ["w"]))

@@ -180,4 +180,4 @@ def test_ended_triggers_are_forgotten_after_the_late_event_horizon() -> None:
 
     assert [t.trigger for t in state.triggers.values()] == ["joiner"]
     assert [ob.trigger for ob in state.obligations.values()] == ["joiner"]
-    assert state.transitions == [(T0 + 2 * H, "active")]
+    assert state.transitions == [(T0 + 2 * H, "active", "s2")]

@@ -21,7 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from accessdrift.models.findings import FindingRecord
+from accessdrift.models.findings import FindingRecord, Record
 from accessdrift.models.messages import (
     EntitlementChange,
     ExceptionGrant,
@@ -31,6 +31,7 @@ from accessdrift.models.messages import (
 from accessdrift.models.policy import Policy
 from accessdrift.models.state import decode_identity_state, encode_state
 from accessdrift.streams.engine import Engine
+from accessdrift.streams.local import LocalRuntime
 
 MINUTE_US = 60_000_000
 BASE_US = 1_767_600_000 * 1_000_000
@@ -359,3 +360,154 @@ InOrderDelivery.TestCase.settings = settings(
 )
 TestReorderedDelivery = ReorderedDelivery.TestCase
 TestInOrderDelivery = InOrderDelivery.TestCase
+
+
+# -- owners and their non-human identities --------------------------------------------------------
+
+OWNER_WINDOW_MIN = 30
+OWNER_POLICY = Policy.model_validate({"owner_departed": {"window": f"{OWNER_WINDOW_MIN}m"}})
+OWNERS = ("alice", "bob")
+NHI = "svc"
+
+
+@dataclass(frozen=True)
+class OwnerEv:
+    """One event of the owner story: a status snapshot of an owner or of the service account."""
+
+    identity: str
+    t: int
+    event_id: str
+    status: str
+    owner: str | None = None
+
+    def message(self) -> StatusChange:
+        kind = "service_account" if self.identity == NHI else "human"
+        return StatusChange(
+            self.identity,
+            self.event_id,
+            BASE_US + self.t * MINUTE_US,
+            self.status,  # type: ignore[arg-type]
+            kind,  # type: ignore[arg-type]
+            None,
+            self.owner,
+        )
+
+
+def owner_reference(events: list[OwnerEv]) -> dict[int, Outcome]:
+    """Every owner_departed finding of the service account, by trigger minute: walk the timeline
+    in order; a trigger opens when the account is active and its owner terminated, and is met as
+    soon as the account is terminated or its owner active."""
+    timeline = sorted({e.event_id: e for e in events}.values(), key=lambda e: e.t)
+    status = dict.fromkeys(OWNERS, "active")
+    nhi_status, nhi_owner = None, None
+    trigger: int | None = None
+    outcomes: dict[int, Outcome] = {}
+    for event in timeline:
+        if event.identity == NHI:
+            nhi_status, nhi_owner = event.status, event.owner
+        else:
+            status[event.identity] = event.status
+        owner_status = status[nhi_owner] if nhi_owner is not None else None
+        if trigger is not None:
+            if nhi_status == "terminated" or owner_status == "active":
+                if event.t > trigger + OWNER_WINDOW_MIN:
+                    outcomes[trigger] = ("resolved", event.t)
+                trigger = None
+        elif nhi_status == "active" and owner_status == "terminated":
+            trigger = event.t
+    if trigger is not None:
+        outcomes[trigger] = ("open", None)
+    return outcomes
+
+
+class OwnerReassignment(RuleBasedStateMachine):
+    """A service account owned by alice, perhaps handed to bob, while either leaves, comes back
+    or is suspended; each identity's events keep their own order, but the three streams
+    interleave arbitrarily and repeat (an HR feed lagging the IdP), with the clock held back
+    until the end, as grace allows. The findings must be those of the events in time order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sink = _Collect()
+        self.runtime = LocalRuntime(Engine(OWNER_POLICY), self.sink)
+        self.t = 0
+        self.serial = 0
+        self.events: list[OwnerEv] = []
+        self.pending: dict[str, list[OwnerEv]] = {who: [] for who in (*OWNERS, NHI)}
+        self.delivered: list[OwnerEv] = []
+        self.reassigned = False
+        for who in OWNERS:
+            self._new(who, "active")
+        self._new(NHI, "active", "alice")
+
+    def _new(self, identity: str, status: str, owner: str | None = None, gap: int = 1) -> None:
+        self.t += gap
+        self.serial += 1
+        event = OwnerEv(identity, self.t, f"e{self.serial}", status, owner)
+        self.events.append(event)
+        self.pending[identity].append(event)
+
+    def _deliver(self, event: OwnerEv) -> None:
+        self.delivered.append(event)
+        self.runtime.submit(event.message(), BASE_US)
+
+    @rule(gap=GAP, who=st.sampled_from(OWNERS), status=STATUS)
+    def owner_changes(self, gap: int, who: str, status: str) -> None:
+        self._new(who, status, gap=gap)
+
+    @rule(gap=GAP)
+    def reassign_to_bob(self, gap: int) -> None:
+        if not self.reassigned:
+            self.reassigned = True
+            self._new(NHI, "active", "bob", gap)
+
+    @rule(gap=GAP, status=st.sampled_from(["active", "terminated"]))
+    def account_changes(self, gap: int, status: str) -> None:
+        self._new(NHI, status, "bob" if self.reassigned else "alice", gap)
+
+    @rule(who=st.sampled_from((*OWNERS, NHI)))
+    def deliver_next(self, who: str) -> None:
+        if self.pending[who]:
+            self._deliver(self.pending[who].pop(0))
+
+    @precondition(lambda self: bool(self.delivered))
+    @rule(data=st.data())
+    def repeat(self, data: st.DataObject) -> None:
+        self._deliver(data.draw(st.sampled_from(self.delivered)))
+
+    def teardown(self) -> None:
+        for queue in self.pending.values():
+            while queue:
+                self._deliver(queue.pop(0))
+        self.runtime.advance(BASE_US + (self.t + 10_000) * MINUTE_US)
+        final: dict[int, Outcome] = {}
+        published: set[tuple[str, str]] = set()
+        for record in self.sink.findings:
+            assert record.identity_id == NHI
+            assert record.trigger == "owner_departed"
+            key = (record.finding_id, record.status)
+            assert key not in published, f"published twice: {key}"
+            published.add(key)
+            resolved = None
+            if record.resolved_at_us is not None:
+                resolved = (record.resolved_at_us - BASE_US) // MINUTE_US
+            final[(record.triggered_at_us - BASE_US) // MINUTE_US] = (record.status, resolved)
+        assert final == owner_reference(self.events)
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.findings: list[FindingRecord] = []
+
+    def emit(self, record: Record) -> None:
+        if isinstance(record, FindingRecord) and record.trigger == "owner_departed":
+            self.findings.append(record)
+
+    def flush(self) -> None:
+        return None
+
+
+OwnerReassignment.TestCase.settings = settings(
+    max_examples=400, stateful_step_count=30, deadline=None
+)
+TestOwnerReassignment = OwnerReassignment.TestCase
