@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from accessdrift.models.text import printable
+
 
 class AccessdriftError(Exception):
     """Root of every error accessdrift raises on purpose.
@@ -33,7 +35,8 @@ class PolicyError(AccessdriftError, ValueError):
         self.path = path
         self.field = field
         self.reason = reason
-        location = f"{path}: {field}" if field else path
+        shown = printable(path)
+        location = f"{shown}: {field}" if field else shown
         super().__init__(f"{location}: {reason}")
 
 

@@ -1,28 +1,41 @@
 """Event contract v1: the four input streams, validated with pydantic where JSON enters.
 
-Each input record is one JSON object. Validation is strict: a timestamp needs an offset or `Z`,
-booleans are JSON booleans, and an unknown field is rejected (a misspelt `privileged` must not
-silently become a non-privileged grant).
+Each input record is one JSON object. Validation is strict: a timestamp is an RFC 3339 string
+with an offset or `Z` (not a bare number some parsers take as Unix time), booleans are JSON
+booleans, a key given twice is rejected (which `status` would win?), and an unknown field is
+rejected (a misspelt `privileged` must not silently become a non-privileged grant). Error messages
+name the field and never echo more than a little of a bad value, made printable.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
+import jiter
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     TypeAdapter,
     ValidationError,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
-from accessdrift.models.clock import to_us
+from accessdrift.models.clock import (
+    RANGE_MESSAGE,
+    SHAPE_MESSAGE,
+    has_rfc3339_shape,
+    in_range,
+    to_us,
+)
 from accessdrift.models.errors import ContractError
 from accessdrift.models.messages import (
     DevicePosture,
@@ -30,6 +43,7 @@ from accessdrift.models.messages import (
     ExceptionGrant,
     StatusChange,
 )
+from accessdrift.models.text import ECHO_LIMIT, echo, printable
 from accessdrift.models.vocabulary import (
     Action,
     EntitlementKind,
@@ -47,6 +61,25 @@ STREAMS: Final = (IDENTITY_STATUS, DEVICE_POSTURE, ENTITLEMENT_CHANGE, ACCESS_EX
 Name = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+def _rfc3339_shape(value: object) -> object:
+    # Only strings of the RFC 3339 shape reach the (then lax) datetime parser: a JSON number or
+    # a bare number in a string would be taken as Unix time.
+    if not isinstance(value, str) or not has_rfc3339_shape(value):
+        raise ValueError(SHAPE_MESSAGE)
+    return value
+
+
+def _plausible(moment: datetime) -> datetime:
+    if not in_range(moment):
+        raise ValueError(RANGE_MESSAGE)
+    return moment
+
+
+Timestamp = Annotated[
+    AwareDatetime, Strict(False), BeforeValidator(_rfc3339_shape), AfterValidator(_plausible)
+]
+
+
 def _unique(ids: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
@@ -55,7 +88,7 @@ class _Event(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     event_id: Name
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
     source: Name | None = None
 
 
@@ -141,7 +174,7 @@ class AccessExceptionEvent(_Event):
     identity_id: Name
     system: Name | None = None
     entitlement: Name | None = None
-    expires_at: AwareDatetime
+    expires_at: Timestamp
     reason: Name
     approved_by: Name
 
@@ -221,10 +254,13 @@ _MESSAGES: Final[dict[str, str]] = {
 def _describe(errors: Sequence[ErrorDetails], prefix: str) -> str:
     parts: list[str] = []
     for error in errors[:3]:
-        where = ".".join(str(part) for part in error["loc"] if part not in _TAG_LOCS)
+        # Field names come from the input too (an unknown field): printable, and cut short.
+        where = ".".join(
+            printable(str(part), ECHO_LIMIT) for part in error["loc"] if part not in _TAG_LOCS
+        )
         if error["type"] == "union_tag_invalid":
             tag = (error.get("ctx") or {}).get("tag", "?")
-            parts.append(f"unknown stream {tag!r} (expected one of: {', '.join(STREAMS)})")
+            parts.append(f"unknown stream {echo(tag)} (expected one of: {', '.join(STREAMS)})")
             continue
         if error["type"] == "json_invalid":
             parts.append(f"not valid JSON ({(error.get('ctx') or {}).get('error', 'parse error')})")
@@ -241,16 +277,41 @@ def _describe(errors: Sequence[ErrorDetails], prefix: str) -> str:
 _TAG_LOCS: Final = frozenset(STREAMS)
 
 
+_BOM: Final = "\ufeff".encode()
+_DUPLICATE: Final = re.compile(r'duplicate key "(.*)" at line \d+ column \d+$', re.DOTALL)
+
+
+def _as_bytes(data: str | bytes) -> bytes:
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    # A byte-order mark is not JSON; some exporters write one at the start of a file.
+    return raw[len(_BOM) :] if raw.startswith(_BOM) else raw
+
+
+def _reject_duplicate_keys(data: bytes) -> None:
+    """JSON parsers keep the last of two equal keys (`"status":"terminated","status":"active"`
+    reads as active): a record that gives a field twice is refused instead."""
+    try:
+        jiter.from_json(data, catch_duplicate_keys=True)
+    except ValueError as error:
+        found = _DUPLICATE.search(str(error))
+        key = echo(found[1]) if found else "a key"
+        raise ContractError(
+            "", f"{key} is given twice in one object; give each field once"
+        ) from None
+
+
 def decode_line(line: str | bytes) -> tuple[str, Event]:
     """Parse one replay line, `{"topic": <stream>, "value": {<event>}}`.
 
     Returns the stream name and the validated event. Raises ContractError saying what is wrong
     and where (`value.occurred_at: ...`).
     """
+    data = _as_bytes(line)
     try:
-        parsed = _LINE.validate_json(line)
+        parsed = _LINE.validate_json(data)
     except ValidationError as error:
         raise ContractError("", _describe(error.errors(include_url=False), "")) from None
+    _reject_duplicate_keys(data)
     return parsed.topic, parsed.value
 
 
@@ -262,12 +323,14 @@ def decode_event(stream: str, payload: str | bytes) -> Event:
     adapter = _EVENT_OF_STREAM.get(stream)
     if adapter is None:
         raise ContractError(
-            "", f"unknown stream {stream!r} (expected one of: {', '.join(STREAMS)})"
+            "", f"unknown stream {echo(stream)} (expected one of: {', '.join(STREAMS)})"
         )
+    data = _as_bytes(payload)
     try:
-        event: Event = adapter.validate_json(payload)
+        event: Event = adapter.validate_json(data)
     except ValidationError as error:
         raise ContractError("", _describe(error.errors(include_url=False), "")) from None
+    _reject_duplicate_keys(data)
     return event
 
 

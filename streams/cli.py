@@ -17,14 +17,20 @@ from typing import BinaryIO
 from pydantic import ValidationError
 
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
-from accessdrift.models.clock import parse_us
+from accessdrift.models.clock import MAX_DURATION_S, parse_us
 from accessdrift.models.errors import BrokerError, PolicyError
 from accessdrift.models.policy import Policy, load_policy
+from accessdrift.models.text import echo, printable
 from accessdrift.streams.broker import LOOPBACK, EmbeddedBroker
 from accessdrift.streams.demo import run_demo
 from accessdrift.streams.engine import Engine
 from accessdrift.streams.produce import produce
-from accessdrift.streams.replay import replay
+from accessdrift.streams.replay import (
+    DEFAULT_LATENESS_S,
+    DEFAULT_MAX_AHEAD_S,
+    InputError,
+    replay,
+)
 from accessdrift.streams.settings import DEFAULT_BROKER, Topics, broker_from_env
 from accessdrift.streams.worker import WorkerSettings, run_worker
 
@@ -32,6 +38,8 @@ EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+#: 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe.
+EXIT_BROKEN_PIPE = 141
 
 
 def _timestamp(text: str) -> int:
@@ -45,9 +53,13 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {echo(text)}") from None
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"seconds must be 0 or more, not {text!r}")
+        raise argparse.ArgumentTypeError(f"seconds must be 0 or more, not {echo(text)}")
+    if value > MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(
+            f"{echo(text)} seconds is longer than the limit of {MAX_DURATION_S} (ten years)"
+        )
     return value
 
 
@@ -83,6 +95,26 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="SECONDS",
         help="lateness tolerated after a deadline before it fires (default 0)",
+    )
+    run.add_argument(
+        "--lateness",
+        type=_seconds,
+        default=float(DEFAULT_LATENESS_S),
+        metavar="SECONDS",
+        help=(
+            "how far each input may be out of time order; events are merged by time within it "
+            f"(default {DEFAULT_LATENESS_S})"
+        ),
+    )
+    run.add_argument(
+        "--max-ahead",
+        type=_seconds,
+        default=float(DEFAULT_MAX_AHEAD_S),
+        metavar="SECONDS",
+        help=(
+            "reject an event dated more than this after the latest one of its input, so that a "
+            f"wrong clock cannot move the replay's clock (default {DEFAULT_MAX_AHEAD_S}, 30 days)"
+        ),
     )
     run.add_argument(
         "--evidence",
@@ -193,22 +225,22 @@ def _env_flag(
     parser.add_argument(flag, default=os.environ.get(name, default), help=f"{text} [{name}]{shown}")
 
 
-def _inputs_exist(names: Sequence[str]) -> bool:
-    missing = [name for name in names if name != "-" and not Path(name).is_file()]
-    if missing:
-        print(f"accessdrift: no such input file: {', '.join(missing)}", file=sys.stderr)
-    return not missing
-
-
 @contextlib.contextmanager
 def _inputs(names: Sequence[str]) -> Iterator[list[tuple[str, BinaryIO]]]:
+    """The named inputs opened for reading (`-`: standard input; pipes such as /dev/stdin or
+    `<(zcat …)` too). Raises InputError naming the first that cannot be opened."""
     with contextlib.ExitStack() as stack:
         opened: list[tuple[str, BinaryIO]] = []
         for name in names:
             if name == "-":
                 opened.append(("<stdin>", sys.stdin.buffer))
-            else:
+                continue
+            try:
                 opened.append((name, stack.enter_context(Path(name).open("rb"))))
+            except OSError as error:
+                raise InputError(
+                    f"cannot read {printable(name)}: {error.strerror or error}"
+                ) from None
         yield opened
 
 
@@ -224,32 +256,35 @@ def _replay(args: argparse.Namespace) -> int:
     except PolicyError as error:
         print(f"accessdrift: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if not _inputs_exist(args.files):
+    try:
+        with contextlib.ExitStack() as stack:
+            inputs = stack.enter_context(_inputs(args.files))
+            findings = _sink(args.format, sys.stdout.buffer)
+            evidence: RecordSink = DiscardSink()
+            if args.evidence == "-":
+                evidence = findings
+            elif args.evidence:
+                try:
+                    evidence_file = stack.enter_context(Path(args.evidence).open("wb"))
+                except OSError as error:
+                    raise InputError(
+                        f"cannot write {printable(args.evidence)}: {error.strerror or error}"
+                    ) from None
+                evidence = _sink(args.format, evidence_file)
+            summary = replay(
+                inputs,
+                Engine(policy, grace_s=args.grace),
+                findings,
+                evidence,
+                errors=sys.stderr,
+                until_us=args.until,
+                progress=sys.stderr if sys.stderr.isatty() else None,
+                lateness_s=args.lateness,
+                max_ahead_s=args.max_ahead,
+            )
+    except InputError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
         return EXIT_USAGE
-    with contextlib.ExitStack() as stack:
-        findings = _sink(args.format, sys.stdout.buffer)
-        evidence: RecordSink = DiscardSink()
-        if args.evidence == "-":
-            evidence = findings
-        elif args.evidence:
-            try:
-                evidence_file = stack.enter_context(Path(args.evidence).open("wb"))
-            except OSError as error:
-                print(
-                    f"accessdrift: cannot write {args.evidence}: {error.strerror}", file=sys.stderr
-                )
-                return EXIT_USAGE
-            evidence = _sink(args.format, evidence_file)
-        inputs = stack.enter_context(_inputs(args.files))
-        summary = replay(
-            inputs,
-            Engine(policy, grace_s=args.grace),
-            findings,
-            evidence,
-            errors=sys.stderr,
-            until_us=args.until,
-            progress=sys.stderr if sys.stderr.isatty() else None,
-        )
     print(summary.describe(), file=sys.stderr)
     return EXIT_REJECTED if summary.rejected else EXIT_OK
 
@@ -283,20 +318,21 @@ def _broker(args: argparse.Namespace) -> int:
 
 
 def _produce(args: argparse.Namespace) -> int:
-    if not _inputs_exist(args.files):
-        return EXIT_USAGE
     bootstrap = args.broker or broker_from_env()
     try:
         topics = Topics.from_env().with_overrides(args.topic)
     except ValueError as error:
         print(f"accessdrift: {error}", file=sys.stderr)
         return EXIT_USAGE
-    with _inputs(args.files) as inputs:
-        try:
+    try:
+        with _inputs(args.files) as inputs:
             summary = produce(inputs, bootstrap, topics, errors=sys.stderr)
-        except BrokerError as error:
-            print(f"accessdrift: {error}", file=sys.stderr)
-            return EXIT_UNAVAILABLE
+    except InputError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokerError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     print(summary.describe(), file=sys.stderr)
     return EXIT_REJECTED if summary.rejected else EXIT_OK
 
@@ -346,7 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": _worker,
         "demo": _demo,
     }
-    return commands[args.command](args)
+    try:
+        return commands[args.command](args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as a tool killed by SIGPIPE would, and
+        # keep the interpreter from failing again while flushing the closed stream at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

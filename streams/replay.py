@@ -1,29 +1,52 @@
 """Replay: run the engine over recorded events with event time as the clock.
 
-Each input line is `{"topic": "<stream>", "value": {<event>}}`. The clock moves forward to each
-event's `occurred_at` as lines are read (never backwards) and, after the input, to `until` if
-given; a deadline fires when the clock passes deadline + grace. A bad line is reported as
+Each input line is `{"topic": "<stream>", "value": {<event>}}`. Several inputs (one per source:
+`hr.jsonl mdm.jsonl idp.jsonl`) are merged by `occurred_at` as they are read, a streaming k-way
+merge whose memory does not grow with the input:
+
+* Each input may be out of order by up to `lateness_us`: an event waits in the merge until every
+  input that could still hold an earlier one has been read past it (its watermark: the latest
+  time read from it, minus the lateness; an input read to its end no longer holds anything
+  back). Events are applied in time order; at one time, in a fixed order of the inputs' names,
+  then in line order, so the arguments' order does not matter.
+* An event later than that is still applied (the engine judges late events by event time), after
+  the clock has moved on; the summary counts them.
+* An event dated more than `max_ahead_us` after the latest one read from the same input (a device
+  with a wrong clock, a typo of 2126 for 2026) is rejected as `FILE:LINE`, so it cannot move the
+  clock. The first event of an input has nothing to be compared with and is taken as it is.
+
+The clock is the time of the event being applied (never backwards) and, after the input, `until`
+if given; a deadline fires when the clock passes deadline + grace. A bad line is reported as
 `FILE:LINE: reason` and every other line is still processed.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, Final, TextIO
 
 from accessdrift.alerts.sinks import RecordSink
-from accessdrift.models.clock import format_us
-from accessdrift.models.errors import ContractError
+from accessdrift.models.clock import US_PER_S, format_duration_s, format_us
+from accessdrift.models.errors import AccessdriftError, ContractError
 from accessdrift.models.events import decode_line
 from accessdrift.models.findings import FindingRecord, Record
+from accessdrift.models.messages import InputMessage
 from accessdrift.models.state import NEVER_US
+from accessdrift.models.text import printable
 from accessdrift.streams.engine import Engine
 from accessdrift.streams.local import LocalRuntime
 
-_PROGRESS_EVERY_LINES = 65_536
-_PROGRESS_INTERVAL_S = 2.0
+_PROGRESS_EVERY_LINES: Final = 65_536
+_PROGRESS_INTERVAL_S: Final = 2.0
+DEFAULT_LATENESS_S: Final = 3600
+DEFAULT_MAX_AHEAD_S: Final = 30 * 86_400
+
+
+class InputError(AccessdriftError):
+    """An input could not be read (a usage error: exit status 2)."""
 
 
 class _Split:
@@ -48,6 +71,7 @@ class ReplaySummary:
     lines: int
     rejected: int
     ignored: int
+    late: int
     opened: int
     resolved: int
     offboarding: int
@@ -58,12 +82,112 @@ class ReplaySummary:
         clock = format_us(self.clock_us) if self.clock_us != NEVER_US else "no events"
         return (
             f"replay: {self.lines:,} lines read, {self.rejected:,} rejected, "
-            f"{self.ignored:,} ignored as repeats or stale; "
-            f"findings: {self.opened:,} opened, {self.resolved:,} resolved, "
+            f"{self.ignored:,} ignored as repeats or stale, {self.late:,} later than the "
+            f"lateness bound; findings: {self.opened:,} opened, {self.resolved:,} resolved, "
             f"{self.opened - self.resolved:,} still open; "
             f"offboarding records: {self.offboarding:,}; "
             f"{self.pending:,} obligations pending at {clock}"
         )
+
+
+class _Input:
+    """One input being read: its name, its lines, and the latest event time read from it."""
+
+    def __init__(self, name: str, stream: BinaryIO) -> None:
+        self.name = name
+        self.rank = 0
+        self.lines = enumerate(stream, start=1)
+        self.latest_us = NEVER_US
+        self.done = False
+
+    def next_line(self) -> tuple[int, bytes] | None:
+        try:
+            return next(self.lines)
+        except StopIteration:
+            self.done = True
+            return None
+        except OSError as error:
+            raise InputError(
+                f"cannot read {printable(self.name)}: {error.strerror or error}"
+            ) from None
+
+
+class _Merge:
+    """The k-way merge of the inputs by event time, within the lateness bound."""
+
+    def __init__(
+        self,
+        inputs: Iterable[tuple[str, BinaryIO]],
+        lateness_us: int,
+        max_ahead_us: int,
+        errors: TextIO,
+    ) -> None:
+        opened = [_Input(name, stream) for name, stream in inputs]
+        # At equal times, inputs in the order of their names: not of the arguments.
+        order = sorted(range(len(opened)), key=lambda i: (opened[i].name, i))
+        self.inputs = [opened[i] for i in order]
+        for rank, source in enumerate(self.inputs):
+            source.rank = rank
+        self.lateness_us = lateness_us
+        self.max_ahead_us = max_ahead_us
+        self.errors = errors
+        self.buffer: list[tuple[int, int, int, InputMessage]] = []
+        self.serial = 0
+        self.lines = 0
+        self.rejected = 0
+
+    def watermark_us(self) -> float:
+        """No input can still produce an event earlier than this (within the lateness)."""
+        waiting = [i.latest_us - self.lateness_us for i in self.inputs if not i.done]
+        return min(waiting) if waiting else float("inf")
+
+    def events(self) -> Iterator[InputMessage]:
+        """Every accepted event of every input, in merged order."""
+        while True:
+            waiting = [i for i in self.inputs if not i.done]
+            if not waiting:
+                break
+            # Read from the input that holds the merge back the most.
+            source = min(waiting, key=lambda i: i.latest_us)
+            self._read(source)
+            watermark_us = self.watermark_us()
+            buffer = self.buffer
+            while buffer and buffer[0][0] <= watermark_us:
+                yield heapq.heappop(buffer)[3]
+        while self.buffer:
+            yield heapq.heappop(self.buffer)[3]
+
+    def _read(self, source: _Input) -> None:
+        while (numbered := source.next_line()) is not None:
+            line_number, line = numbered
+            if not line.strip():
+                continue
+            self.lines += 1
+            try:
+                message = self._decode(source, line)
+            except ContractError as error:
+                self.rejected += 1
+                self.errors.write(f"{printable(source.name)}:{line_number}: {error}\n")
+                continue
+            self.serial += 1
+            heapq.heappush(self.buffer, (message.occurred_at_us, source.rank, self.serial, message))
+            return
+
+    def _decode(self, source: _Input, line: bytes) -> InputMessage:
+        _, event = decode_line(line)
+        message = event.to_message()
+        at_us = message.occurred_at_us
+        if source.latest_us != NEVER_US and at_us > source.latest_us + self.max_ahead_us:
+            ahead = format_duration_s((at_us - source.latest_us) / US_PER_S)
+            allowed = format_duration_s(self.max_ahead_us / US_PER_S)
+            raise ContractError(
+                "value.occurred_at",
+                f"{format_us(at_us)} is {ahead} after the latest event of this input "
+                f"({format_us(source.latest_us)}), more than the {allowed} allowed; fix the "
+                "source's clock, or raise --max-ahead if the gap is real",
+            )
+        source.latest_us = max(source.latest_us, at_us)
+        return message
 
 
 def replay(
@@ -74,48 +198,49 @@ def replay(
     errors: TextIO,
     until_us: int | None = None,
     progress: TextIO | None = None,
+    lateness_s: float = 0,
+    max_ahead_s: float = DEFAULT_MAX_AHEAD_S,
 ) -> ReplaySummary:
-    """Replay every line of every named input in order; report bad lines to `errors`.
+    """Replay every line of every input, merged by event time; report bad lines to `errors`.
 
     `inputs` pairs a display name with a binary stream. Returns the summary; writes nothing to
-    `errors` but the bad lines (and progress, when a `progress` stream is given).
+    `errors` but the bad lines (and progress, when a `progress` stream is given). Raises
+    InputError when an input cannot be read.
     """
     runtime = LocalRuntime(engine, _Split(findings, evidence))
+    lateness_us = round(lateness_s * US_PER_S)
+    merge = _Merge(inputs, lateness_us, round(max_ahead_s * US_PER_S), errors)
     clock_us = NEVER_US
-    lines = rejected = 0
+    late = 0
     started = last_report = time.monotonic()
-    for name, stream in inputs:
-        for line_number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            lines += 1
-            if progress is not None and lines % _PROGRESS_EVERY_LINES == 0:
-                now = time.monotonic()
-                if now - last_report >= _PROGRESS_INTERVAL_S:
-                    last_report = now
-                    rate = lines / (now - started)
-                    progress.write(f"replay: {lines:,} lines ({rate:,.0f}/s), at {name}\n")
-                    progress.flush()
-            try:
-                _, event = decode_line(line)
-            except ContractError as error:
-                rejected += 1
-                errors.write(f"{name}:{line_number}: {error}\n")
-                continue
-            message = event.to_message()
-            if message.occurred_at_us > clock_us:
-                clock_us = message.occurred_at_us
-                runtime.advance(clock_us)
-            runtime.submit(message, clock_us)
+    reported_at = 0
+    for message in merge.events():
+        at_us = message.occurred_at_us
+        if at_us > clock_us:
+            clock_us = at_us
+            runtime.advance(clock_us)
+        elif at_us < clock_us - lateness_us:
+            late += 1
+        runtime.submit(message, clock_us)
+        if progress is not None and merge.lines - reported_at >= _PROGRESS_EVERY_LINES:
+            reported_at = merge.lines
+            now = time.monotonic()
+            if now - last_report >= _PROGRESS_INTERVAL_S:
+                last_report = now
+                rate = merge.lines / (now - started)
+                clock = format_us(clock_us)
+                progress.write(f"replay: {merge.lines:,} lines ({rate:,.0f}/s), clock at {clock}\n")
+                progress.flush()
     if until_us is not None and until_us > clock_us:
         clock_us = until_us
         runtime.advance(clock_us)
     runtime.sink.flush()
     counts = runtime.counts
     return ReplaySummary(
-        lines=lines,
-        rejected=rejected,
+        lines=merge.lines,
+        rejected=merge.rejected,
         ignored=counts.ignored,
+        late=late,
         opened=counts.opened,
         resolved=counts.resolved,
         offboarding=counts.offboarding,

@@ -12,7 +12,6 @@ from __future__ import annotations
 from accessdrift.models.clock import LATEST_US, US_PER_S, format_us
 from accessdrift.models.messages import OwnerSignal
 from accessdrift.models.state import (
-    NEVER_US,
     Grant,
     IdentityState,
     Obligation,
@@ -108,12 +107,11 @@ class OwnerDeparted(Rule):
         if s.identity_kind == "human":
             return
         self._rederive(ctx)
-        while True:
+        # Each pass opens a trigger at a time no trigger covers yet, so this ends; the bound is
+        # a guard against a mistake, not a limit that matters.
+        for _ in range(2 * ctx.limits.owner_timeline + ctx.limits.transitions + 2):
             orphaned = self._first_orphaned(ctx)
-            found = ctx.in_force(ABOUT)
-            # An orphaned time earlier than the trigger in force (reports arriving late) opens
-            # its own trigger, which then covers the later one.
-            if orphaned is None or (found is not None and orphaned[0] >= found[1].at_us):
+            if orphaned is None:
                 return
             at_us, owner_id, event_id = orphaned
             deadline_us = at_us + ctx.policy.owner_departed.window_s * US_PER_S
@@ -194,18 +192,15 @@ class OwnerDeparted(Rule):
             trigger.ended_at_us = ob.met_at_us
 
     def _first_orphaned(self, ctx: Context) -> tuple[int, str, str] | None:
-        """The first time, after the last owner_departed trigger ended, at which the identity
-        was active and its owner (previous or current) terminated: (time, owner, the owner's
-        termination event)."""
+        """The first time no owner_departed trigger covers at which the identity was active and
+        its owner (previous or current) terminated: (time, owner, the owner's termination
+        event). A trigger covers the time from it until it was met (for ever while unmet)."""
         s = ctx.s
-        floor_us = max(
-            (
-                t.ended_at_us
-                for t in s.triggers.values()
-                if t.trigger == "owner_departed" and t.ended_at_us is not None
-            ),
-            default=NEVER_US,
-        )
+        covered = [
+            (t.at_us, LATEST_US if t.ended_at_us is None else max(t.ended_at_us, t.at_us + 1))
+            for t in s.triggers.values()
+            if t.trigger == "owner_departed"
+        ]
         periods = []
         if s.previous_owner_id is not None:
             periods.append(
@@ -219,14 +214,15 @@ class OwnerDeparted(Rule):
         if s.owner_id is not None:
             periods.append((s.owner_id, s.owner_timeline, s.owner_since_us, LATEST_US))
         for owner_id, timeline, since_us, until_us in periods:
-            start_us = max(since_us, floor_us)
-            candidates = {start_us}
-            candidates.update(t for t, _, _ in timeline if start_us <= t < until_us)
+            candidates = {since_us}
+            candidates.update(t for t, _, _ in timeline if since_us <= t < until_us)
             candidates.update(
-                t for t, value, _ in s.transitions if value == "active" and start_us <= t < until_us
+                t for t, value, _ in s.transitions if value == "active" and since_us <= t < until_us
             )
             for at_us in sorted(candidates):
-                if at_us >= until_us or ctx.status_at(at_us + 1) != "active":
+                if any(start <= at_us < end for start, end in covered):
+                    continue
+                if ctx.status_at(at_us + 1) != "active":
                     continue
                 entry = _entry_at(timeline, at_us)
                 if entry is not None and entry[1] == "terminated":

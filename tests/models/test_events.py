@@ -105,7 +105,7 @@ def test_exception_any_system_is_none() -> None:
         ),
         (
             line("identity.status", identity_id="a", status="active", occurred_at=1767603600),
-            "value.occurred_at: expected an RFC 3339 timestamp string",
+            "value.occurred_at: expected an RFC 3339 timestamp such as",
         ),
         (line("identity.status", identity_id="a", status="gone"), "value.status: Input should be"),
         (line("identity.status", identity_id="a"), "value.status: required field is missing"),

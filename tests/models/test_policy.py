@@ -53,7 +53,7 @@ def test_yaml_is_read_the_same_way(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "text", "expected"),
     [
-        ("p.toml", "[leaver]\nwindow = 3600\n", "p.toml: leaver.window: invalid duration 3600"),
+        ("p.toml", "[leaver]\nwindow = 3600\n", "p.toml: leaver.window: invalid duration '3600'"),
         ("p.toml", '[leaver]\nwindow = "1x"\n', "leaver.window: invalid duration '1x'"),
         ("p.toml", '[leaver]\nwindo = "1h"\n', "p.toml: leaver.windo: unknown setting"),
         ("p.toml", '[leavers]\nwindow = "1h"\n', "p.toml: leavers: unknown setting"),
