@@ -187,8 +187,16 @@ def _parser() -> argparse.ArgumentParser:
         "--clock",
         "CLOCK",
         "wall",
-        "wall: deadlines fire as time passes; event: the clock is the latest event time seen, "
-        "as in replay (for backfills through Kafka)",
+        "wall: deadlines fire as time passes, once the input that could meet them is read; "
+        "event: the clock is event time alone, as in replay (for backfills through Kafka)",
+    )
+    _env_flag(
+        work,
+        "--max-ahead",
+        "MAX_AHEAD_S",
+        None,
+        "dead-letter an event dated more than this many seconds ahead of wall time (wall clock; "
+        "default 3600) or of the latest event of its partition (event clock; default 2592000)",
     )
     commands.add_parser(
         "demo",
@@ -359,6 +367,7 @@ def _worker(args: argparse.Namespace) -> int:
             grace_s=float(args.grace),
             session_timeout_s=float(args.session_timeout),
             clock=args.clock,
+            max_ahead_s=None if args.max_ahead is None else float(args.max_ahead),
         )
     except (ValueError, ValidationError) as error:
         print(f"accessdrift: invalid worker setting: {error}", file=sys.stderr)

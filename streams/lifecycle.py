@@ -236,6 +236,17 @@ class Context:
                 found.append((about, key, state))
         return found
 
+    def live_of(self, trigger: Trigger) -> list[tuple[TriggerState, Obligation]]:
+        """Every live obligation of the remembered triggers of one kind, ended ones included (an
+        ended trigger's obligation met late may yet turn out met earlier by a late event)."""
+        s = self.s
+        return [
+            (state, s.obligations[finding_id])
+            for state in s.triggers.values()
+            if state.trigger == trigger
+            for finding_id in list(state.live)
+        ]
+
     def end_trigger(self, key: str, at_us: int, about: str) -> None:
         """The trigger's reason went away at `at_us`: it is no longer in force, and each of its
         live obligations is met then (its rule's `reassess` takes the end into account)."""

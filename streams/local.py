@@ -46,9 +46,12 @@ class LocalRuntime:
         """Apply one input message at `now_us`, with everything it sets off; False if ignored."""
         messages: list[IdentityMessage]
         if isinstance(message, DevicePosture):
-            signals = self.processor.route(message)
-            applied = signals is not None
-            messages = list(signals or ())
+            routed = self.processor.route(message)
+            applied = routed is not None
+            messages = []
+            if routed is not None:
+                self.processor.keep_device(routed[0])
+                messages = list(routed[1])
         else:
             step = self._emit(self.processor.apply(message, now_us))
             applied = step.applied

@@ -9,19 +9,23 @@ Shape of the pipeline, every arrow a Kafka topic:
                                                     └── DeviceSignal / OwnerLink / OwnerSignal
     a record that breaks the contract ─────────────────────────────────────────────► deadletter
 
-The ingest agents only validate and forward, keyed by identity or device, to internal topics
-this app owns; the agents that own a table read only those, so every table write happens inside
-stream iteration and lands on the changelog partition of the key (co-partitioning holds whatever
-the input topics' partition counts). Deadlines fire on ticks: the leader sends a tick to every
-partition of the identity inbox each `tick_interval_s`, and the identities agent fires what is due
-for that partition, so the state change still happens inside the stream.
+The ingest agents only validate and forward, keyed by identity or device, to internal topics this
+app owns; the agents that own a table read only those, so every table write happens inside stream
+iteration and lands on the changelog partition of the key. Both run the shared processing loop
+(`streams/processor.py`) over table-backed stores (`streams/store.py`).
 
-Processing is at-least-once (faust's exactly-once mode has open problems). What a step decides
-to publish is written to the identity's table entry together with its new state (an outbox)
-and made durable before it is published, then cleared once Kafka acknowledges it. So a crash
-loses no finding: the restored state says what was decided, the outbox says what may not have
-gone out, and a message redelivered after the crash is recognised by the engine as a repeat and
-decides nothing twice.
+Time is event time with watermarks (`streams/watermarks.py`): every worker sends, each
+`tick_interval_s`, a mark with how far it has read the input partitions it owns (and processed
+the inbox partitions it owns) to every inbox partition, in band after what it forwarded. Each
+identity-inbox partition fires deadlines against the minimum over every channel that could still
+bring it something, never past wall time, so a backlog or a lagging topic raises no false finding.
+The clock is kept in a table, so it survives a restart.
+
+Processing is at-least-once (faust's exactly-once mode has open problems). What a step decides to
+publish is written to the identity's table entry together with its new state (an outbox) and made
+durable before it is published, then cleared once Kafka acknowledges it. So a crash loses no
+finding: the restored state says what was decided, the outbox says what may not have gone out,
+and a message redelivered after the crash is recognised by the engine as a repeat.
 """
 
 from __future__ import annotations
@@ -29,15 +33,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import faust
 import msgspec
 from aiokafka.partitioner import DefaultPartitioner
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from accessdrift.models.clock import MAX_DURATION_S, US_PER_S, format_duration_s, format_us
 from accessdrift.models.errors import ContractError
 from accessdrift.models.events import (
     ACCESS_EXCEPTION,
@@ -46,14 +52,17 @@ from accessdrift.models.events import (
     IDENTITY_STATUS,
     decode_event,
 )
-from accessdrift.models.findings import encode_record
-from accessdrift.models.messages import DevicePosture, IdentityMessage
+from accessdrift.models.messages import DevicePosture, IdentityMessage, InputMessage
 from accessdrift.models.policy import Policy
-from accessdrift.models.state import IdentityState, decode_device_state, encode_state
+from accessdrift.models.state import NEVER_US
+from accessdrift.models.text import printable
 from accessdrift.streams.deadlines import DeadlineIndex
-from accessdrift.streams.devices import route_device
 from accessdrift.streams.engine import Engine, Step
+from accessdrift.streams.metrics import WorkerMetrics
+from accessdrift.streams.processor import Processor
 from accessdrift.streams.settings import Topics
+from accessdrift.streams.store import FINDING, TableDevices, TableStore, encode_message
+from accessdrift.streams.watermarks import ClockMode, InputProgress, Mark, Report, Watermarks
 
 log = logging.getLogger(__name__)
 
@@ -63,47 +72,21 @@ HEADER_TOPIC: Final = "accessdrift-topic"
 HEADER_PARTITION: Final = "accessdrift-partition"
 HEADER_OFFSET: Final = "accessdrift-offset"
 
-
-class Tick(msgspec.Struct, frozen=True, tag=True):
-    """Time passes: fire what is due in the partition this tick arrived on."""
-
-
-_FINDING: Final = 0
-_MESSAGE: Final = 1
-
-
-class Outgoing(msgspec.Struct, array_like=True, gc=False):
-    """A record waiting to be published: a finding or offboarding record (to the findings topic),
-    or a message for another identity (to the identity inbox)."""
-
-    kind: int
-    key: bytes
-    value: bytes
-
-
-class Stored(msgspec.Struct, array_like=True, gc=False):
-    """A value of the identities table: the engine's state and what it has yet to publish.
-
-    Both go to the changelog in one write, so what a step decided to publish can't be lost
-    separately from the state that remembers it was decided.
-    """
-
-    state: IdentityState
-    outbox: list[Outgoing]
-
-
-_INBOX_ENCODER: Final = msgspec.msgpack.Encoder()
-_INBOX_DECODER: Final = msgspec.msgpack.Decoder(IdentityMessage | Tick)
-_DEVICE_DECODER: Final = msgspec.msgpack.Decoder(DevicePosture)
-_TICK: Final = _INBOX_ENCODER.encode(Tick())
-_STORED_ENCODER: Final = msgspec.msgpack.Encoder()
-_STORED_DECODER: Final = msgspec.msgpack.Decoder(Stored)
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_IDENTITY_INBOX: Final = msgspec.msgpack.Decoder(IdentityMessage | Mark)
+_DEVICE_INBOX: Final = msgspec.msgpack.Decoder(DevicePosture | Mark)
+_CLOCK: Final = msgspec.msgpack.Decoder(int)
 _RAW: Final[dict[str, Any]] = {
     "key_type": bytes,
     "value_type": bytes,
     "key_serializer": "raw",
     "value_serializer": "raw",
 }
+#: Input topics whose records go to the identity inbox (device posture goes to the device inbox).
+IDENTITY_STREAMS: Final = (IDENTITY_STATUS, ENTITLEMENT_CHANGE, ACCESS_EXCEPTION)
+#: How far ahead of the reference an event may be dated before it is dead-lettered, by clock
+#: mode: wall time itself live; the event clock (history can have gaps) in a backfill.
+DEFAULT_MAX_AHEAD_S: Final[dict[ClockMode, int]] = {"wall": 3600, "event": 30 * 86_400}
 
 
 class WorkerSettings(BaseModel):
@@ -120,68 +103,73 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path(".accessdrift")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
-    grace_s: float = Field(default=60.0, ge=0)
+    grace_s: float = Field(default=60.0, ge=0, le=MAX_DURATION_S)
     tick_interval_s: float = Field(default=0.5, gt=0)
-    #: `wall`: deadlines fire as real time passes (live use). `event`: the clock is the latest
-    #: event time this worker has seen, as in replay (backfills of history through Kafka).
-    clock: Literal["wall", "event"] = "wall"
+    #: `wall`: deadlines fire as real time passes, once the input that could meet them is read
+    #: (live use). `event`: the clock is event time alone (backfills of history through Kafka).
+    clock: ClockMode = "wall"
+    #: Dead-letter an event dated more than this ahead of wall time (`wall`) or of the latest event
+    #: of its partition (`event`); None: the mode's default.
+    max_ahead_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
     session_timeout_s: float = Field(default=30.0, gt=0)
 
-
-class _Deadlines:
-    """Which identities need the clock, per partition of the identity inbox.
-
-    Rebuilt from the table for a partition the first time it ticks after an assignment, since
-    the table (restored from its changelog) is the truth and this index is only a cache of it.
-    """
-
-    def __init__(self, engine: Engine, partitions: int) -> None:
-        self._engine = engine
-        self._partitions = list(range(partitions))
-        self._partitioner = DefaultPartitioner()
-        self._by_partition: dict[int, DeadlineIndex] = {}
-
-    def partition_of(self, key: bytes) -> int:
-        partition: int = self._partitioner(key, self._partitions, self._partitions)
-        return partition
-
-    def set(self, partition: int, identity_id: str, wake_us: int | None) -> None:
-        index = self._by_partition.get(partition)
-        if index is not None:
-            index.set(identity_id, wake_us)
-
-    def due(self, partition: int, now_us: int, table: Any) -> tuple[list[str], list[str]]:
-        """The identities of `partition` whose deadlines passed, and — the first time the
-        partition ticks after an assignment — those whose outbox was left unpublished."""
-        undelivered: list[str] = []
-        index = self._by_partition.get(partition)
-        if index is None:
-            index = self._by_partition[partition] = DeadlineIndex()
-            for key, value in table.items():
-                if self.partition_of(key) == partition:
-                    stored = _STORED_DECODER.decode(value)
-                    index.set(stored.state.identity_id, self._engine.wake_us(stored.state))
-                    if stored.outbox:
-                        undelivered.append(stored.state.identity_id)
-        return index.pop_due(now_us), undelivered
-
-    def forget(self) -> None:
-        self._by_partition.clear()
+    @property
+    def max_ahead_us(self) -> int:
+        seconds = DEFAULT_MAX_AHEAD_S[self.clock] if self.max_ahead_s is None else self.max_ahead_s
+        return round(seconds * US_PER_S)
 
 
-class _Clock:
-    """The worker's notion of now: wall time, or the latest event time seen (never backwards)."""
+def _wall_us() -> int:
+    return time.time_ns() // 1000
 
-    def __init__(self, mode: Literal["wall", "event"]) -> None:
-        self._event_time = mode == "event"
-        self._latest_us = 0
 
-    def now_us(self, occurred_at_us: int | None) -> int:
-        if not self._event_time:
-            return time.time_ns() // 1000
-        if occurred_at_us is not None and occurred_at_us > self._latest_us:
-            self._latest_us = occurred_at_us
-        return self._latest_us
+@dataclass
+class IdentityPartition:
+    """What one worker holds for one identity-inbox partition it owns: the processing loop with
+    the partition's deadline index, and the watermarks its clock follows."""
+
+    processor: Processor
+    watermarks: Watermarks
+
+    @property
+    def now_us(self) -> int:
+        """The clock a message is applied at (NEVER before the first mark: nothing fires)."""
+        return self.watermarks.clock_us
+
+
+@dataclass
+class Progress:
+    """What this worker reports of the channels it owns, for the next mark."""
+
+    inputs: InputProgress = field(default_factory=InputProgress)
+    #: This worker's inbox partitions' own progress, by (kind, partition).
+    inboxes: dict[tuple[str, int], Report] = field(default_factory=dict)
+    #: Where reading began in input partitions nothing has been read from: the log start, for
+    #: partitions the group has never committed (fetched once).
+    log_start: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def plausibility_error(
+    occurred_at_us: int, settings: WorkerSettings, latest_us: int | None, wall_us: int
+) -> str | None:
+    """Why an event's time is implausible, or None: a device with a wrong clock, a typo of 2126
+    for 2026 must not move the clock. Live, the reference is wall time; in a backfill (event
+    clock), the later of the worker's event clock and the latest event read from the same
+    partition (before either is known, nothing is rejected)."""
+    if settings.clock == "wall":
+        reference_us, reference = wall_us, "wall time"
+    elif latest_us is not None and latest_us != NEVER_US:
+        reference_us = latest_us
+        reference = f"the event clock or the latest event of its partition ({format_us(latest_us)})"
+    else:
+        return None
+    if occurred_at_us <= reference_us + settings.max_ahead_us:
+        return None
+    allowed = format_duration_s(settings.max_ahead_us / US_PER_S)
+    return (
+        f"value.occurred_at: {format_us(occurred_at_us)} is more than {allowed} ahead of "
+        f"{reference}; fix the source's clock, or raise --max-ahead if it is real"
+    )
 
 
 def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegistry) -> faust.App:
@@ -191,12 +179,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     worker's web port.
     """
     engine = Engine(policy, grace_s=settings.grace_s)
-    deadlettered = Counter(
-        "accessdrift_deadletter_records",
-        "Input records sent to the dead-letter topic, by the topic they came from.",
-        ["topic"],
-        registry=registry,
-    )
+    metrics = WorkerMetrics(registry)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
@@ -217,16 +200,53 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     device_inbox = app.topic(f"{settings.app_id}.device-inbox", internal=True, **_RAW)
     findings = app.topic(topics.findings, **_RAW)
     deadletter = app.topic(topics.deadletter, **_RAW)
-    identities = app.Table("identities", key_type=bytes, value_type=bytes)
-    devices = app.Table("devices", key_type=bytes, value_type=bytes)
-    deadlines = _Deadlines(engine, settings.partitions)
+    identities_table = app.Table("identities", key_type=bytes, value_type=bytes)
+    devices_table = app.Table("devices", key_type=bytes, value_type=bytes)
+    clocks_table = app.Table("clocks", key_type=bytes, value_type=bytes)
+    store = TableStore(identities_table)
+    device_store = TableDevices(devices_table)
+    partitioner = DefaultPartitioner()
+    all_partitions = list(range(settings.partitions))
+    identity_topics = tuple(topics.for_stream(name) for name in IDENTITY_STREAMS)
+    device_topic = topics.for_stream(DEVICE_POSTURE)
+    input_topics = (*identity_topics, device_topic)
+    owned_identities: dict[int, IdentityPartition] = {}
+    device_marks: dict[int, Watermarks] = {}
+    device_processor = Processor(engine, store, device_store)
+    progress = Progress()
+
+    def partition_of(key: bytes) -> int:
+        partition: int = partitioner(key, all_partitions, all_partitions)
+        return partition
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def deliver(identity_id: str) -> None:
+        """Publish the identity's outbox: made durable first, cleared (durably) once Kafka
+        acknowledged it. A crash before the acknowledgement leaves the outbox in the changelog,
+        to be published after recovery; a crash in the short gap between acknowledgement and
+        clearing can repeat a record (same `finding_id` and status), never lose one."""
+        outbox = store.outbox(identity_id)
+        if not outbox:
+            return
+        await app.producer.flush()
+        for output in outbox:
+            topic = findings if output.kind == FINDING else identity_inbox
+            await (await topic.send(key=output.key, value=output.value))
+        store.delivered(identity_id)
+        await app.producer.flush()
+
+    async def published(step: Step) -> None:
+        metrics.count_ended(step.ended)
+        await deliver(step.state.identity_id)
 
     async def dead_letter(event: Any, reason: str) -> None:
         message = event.message
+        reason = printable(reason, 1000)
         log.warning(
             "dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
         )
-        deadlettered.labels(topic=message.topic).inc()
+        metrics.deadletter.labels(topic=message.topic).inc()
         await deadletter.send(
             key=event.key,
             value=event.value,
@@ -238,114 +258,194 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
             },
         )
 
+    # -- ingest: validate and forward --------------------------------------------------------
+
+    def decode(stream_name: str, event: Any) -> InputMessage:
+        message = decode_event(stream_name, event.value).to_message()
+        source = event.message
+        latest_us = max(
+            [progress.inputs.latest_us.get((source.topic, source.partition), NEVER_US)]
+            + [owned.watermarks.clock_us for owned in owned_identities.values()]
+        )
+        problem = plausibility_error(message.occurred_at_us, settings, latest_us, _wall_us())
+        if problem is not None:
+            raise ContractError("", problem)
+        return message
+
     def ingest(stream_name: str) -> Callable[[Any], Coroutine[Any, Any, None]]:
         async def validate_and_forward(stream: Any) -> None:
             async for event in stream.events():
+                source = event.message
                 try:
-                    message = decode_event(stream_name, event.value).to_message()
+                    message = decode(stream_name, event)
                 except ContractError as error:
                     await dead_letter(event, str(error))
+                    progress.inputs.read(source.topic, source.partition, source.offset, None)
                     continue
                 if isinstance(message, DevicePosture):
                     key = message.device_id.encode()
-                    await device_inbox.send(key=key, value=_INBOX_ENCODER.encode(message))
+                    await device_inbox.send(key=key, value=_ENCODER.encode(message))
                 else:
                     key = message.identity_id.encode()
-                    await identity_inbox.send(key=key, value=_INBOX_ENCODER.encode(message))
+                    await identity_inbox.send(key=key, value=encode_message(message))
+                # After the forward: a mark sent later covers this record.
+                progress.inputs.read(
+                    source.topic, source.partition, source.offset, message.occurred_at_us
+                )
 
         validate_and_forward.__name__ = f"ingest_{stream_name.replace('.', '_')}"
         return validate_and_forward
 
-    for stream_name in (IDENTITY_STATUS, ENTITLEMENT_CHANGE, ACCESS_EXCEPTION, DEVICE_POSTURE):
+    for stream_name in (*IDENTITY_STREAMS, DEVICE_POSTURE):
         source = app.topic(topics.for_stream(stream_name), **_RAW)
         app.agent(source, name=f"ingest-{stream_name}")(ingest(stream_name))
 
-    async def deliver(key: bytes, stored: Stored) -> None:
-        """Publish the outbox: made durable first, cleared (durably) once Kafka acknowledged it.
+    # -- identities ---------------------------------------------------------------------------
 
-        A crash before the acknowledgement leaves the outbox in the changelog, to be published
-        after recovery; a crash in the short gap between acknowledgement and clearing can repeat a
-        record (same `finding_id` and status), never lose one.
-        """
-        await app.producer.flush()
-        for output in stored.outbox:
-            topic = findings if output.kind == _FINDING else identity_inbox
-            await (await topic.send(key=output.key, value=output.value))
-        stored.outbox.clear()
-        identities[key] = _STORED_ENCODER.encode(stored)
-        await app.producer.flush()
-
-    async def publish(step: Step, outbox: list[Outgoing], partition: int) -> None:
-        state = step.state
-        key = state.identity_id.encode()
-        outbox.extend(Outgoing(_FINDING, key, encode_record(r)) for r in step.records)
-        outbox.extend(
-            Outgoing(_MESSAGE, m.identity_id.encode(), _INBOX_ENCODER.encode(m))
-            for m in step.messages
+    async def identity_partition(partition: int) -> IdentityPartition:
+        """The partition's state, built the first time it is seen after an assignment: the
+        deadline index from the table (the truth; the index is a cache of it), the clock kept in
+        the table, and the outboxes a crash left unpublished, published now."""
+        owned = owned_identities.get(partition)
+        if owned is not None:
+            return owned
+        index = DeadlineIndex()
+        undelivered = []
+        for key, state, waiting in store.entries():
+            if partition_of(key) == partition:
+                index.set(state.identity_id, engine.wake_us(state))
+                if waiting:
+                    undelivered.append(state.identity_id)
+        watermarks = Watermarks(
+            settings.clock, identity_topics, settings.partitions, settings.partitions
         )
-        stored = Stored(state, outbox)
-        identities[key] = _STORED_ENCODER.encode(stored)
-        deadlines.set(partition, state.identity_id, step.wake_us)
-        if outbox:
-            await deliver(key, stored)
+        kept = clocks_table.get(str(partition).encode())
+        if kept is not None:
+            watermarks.restore(_CLOCK.decode(kept))
+        owned = owned_identities[partition] = IdentityPartition(
+            Processor(engine, store, device_store, index), watermarks
+        )
+        for identity_id in undelivered:
+            await deliver(identity_id)
+        return owned
 
-    def load(identity_id: str) -> Stored:
-        stored = identities.get(identity_id.encode())
-        if stored is None:
-            return Stored(engine.new_state(identity_id), [])
-        return _STORED_DECODER.decode(stored)
-
-    clock = _Clock(settings.clock)
+    async def on_mark(partition: int, owned: IdentityPartition, mark: Mark) -> None:
+        wall_us = _wall_us()
+        watermarks = owned.watermarks
+        watermarks.update(mark)
+        own = watermarks.progress(wall_us)
+        if own is not None:
+            watermarks.set_own(partition, own)
+            progress.inboxes[("identity", partition)] = Report("identity", "", partition, *own)
+        before_us = watermarks.clock_us
+        clock_us = watermarks.advance(wall_us)
+        if clock_us is None:
+            return
+        metrics.clock_lag.labels(partition=str(partition)).set(
+            max(0, wall_us - clock_us) / US_PER_S
+        )
+        if clock_us == before_us:
+            return
+        clocks_table[str(partition).encode()] = _ENCODER.encode(clock_us)
+        for step in list(owned.processor.advance(clock_us)):
+            await published(step)
 
     @app.agent(identity_inbox, name="identities")
     async def run_identities(stream: Any) -> None:
         async for event in stream.events():
             partition = event.message.partition
-            message = _INBOX_DECODER.decode(event.value)
-            now_us = clock.now_us(None if isinstance(message, Tick) else message.occurred_at_us)
-            if isinstance(message, Tick):
-                due, undelivered = deadlines.due(partition, now_us, identities)
-                for identity_id in undelivered:
-                    await deliver(identity_id.encode(), load(identity_id))
-                for identity_id in due:
-                    stored = load(identity_id)
-                    await publish(engine.advance(stored.state, now_us), stored.outbox, partition)
+            owned = await identity_partition(partition)
+            message = _IDENTITY_INBOX.decode(event.value)
+            if isinstance(message, Mark):
+                await on_mark(partition, owned, message)
             else:
-                stored = load(message.identity_id)
-                step = engine.apply(stored.state, message, now_us)
-                await publish(step, stored.outbox, partition)
+                await published(owned.processor.apply(message, owned.now_us))
+
+    # -- devices ------------------------------------------------------------------------------
 
     @app.agent(device_inbox, name="devices")
     async def run_devices(stream: Any) -> None:
         async for event in stream.events():
-            message = _DEVICE_DECODER.decode(event.value)
-            stored = devices.get(event.key)
-            before = None if stored is None else decode_device_state(stored)
-            after, signals = route_device(before, message)
+            partition = event.message.partition
+            message = _DEVICE_INBOX.decode(event.value)
+            if isinstance(message, Mark):
+                watermarks = device_marks.setdefault(
+                    partition, Watermarks(settings.clock, (device_topic,), 0, 0)
+                )
+                watermarks.update(message)
+                own = watermarks.progress(_wall_us())
+                if own is not None:
+                    progress.inboxes[("device", partition)] = Report("device", "", partition, *own)
+                continue
+            routed = device_processor.route(message)
+            if routed is None:
+                continue
+            state, signals = routed
             # Signals first, acknowledged, then the device's state: after a crash in between the
             # event is processed again and the signals repeat, which identities ignore.
             for signal in signals:
                 sent = await identity_inbox.send(
-                    key=signal.identity_id.encode(), value=_INBOX_ENCODER.encode(signal)
+                    key=signal.identity_id.encode(), value=encode_message(signal)
                 )
                 await sent
-            if after is not None and after is not before:
-                devices[event.key] = encode_state(after)
+            device_processor.keep_device(state)
 
-    async def send_ticks() -> None:
-        for partition in range(settings.partitions):
-            await identity_inbox.send(value=_TICK, partition=partition)
+    # -- marks: how far every channel has been read ------------------------------------------
 
-    def forget_deadlines(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        deadlines.forget()
+    async def start_offset(topic: str, partition: int, tp: Any) -> int | None:
+        # faust keeps the group's committed offsets (where reading resumed) for assigned parts.
+        committed = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        if committed is not None:
+            return int(committed)
+        key = (topic, partition)
+        if key not in progress.log_start:
+            earliest = await app.consumer.earliest_offsets(tp)
+            if tp in earliest:
+                progress.log_start[key] = int(earliest[tp])
+        return progress.log_start.get(key)
 
-    async def metrics(web: Any, request: Any) -> Any:
+    async def send_marks() -> None:
+        assignment = app.consumer.assignment()
+        if not assignment:
+            return
+        wall_us = _wall_us()
+        reports: list[Report] = []
+        for tp in assignment:
+            if tp.topic in input_topics:
+                report = progress.inputs.report(
+                    tp.topic,
+                    tp.partition,
+                    app.consumer.highwater(tp),
+                    await start_offset(tp.topic, tp.partition, tp),
+                    settings.clock,
+                    wall_us,
+                )
+                if report is not None:
+                    reports.append(report)
+        reports.extend(progress.inboxes.values())
+        counts = {}
+        for topic in input_topics:
+            count = app.consumer.topic_partitions(topic)
+            if count:
+                counts[topic] = count
+        value = _ENCODER.encode(Mark(counts, reports))
+        for partition in all_partitions:
+            await identity_inbox.send(value=value, partition=partition)
+            await device_inbox.send(value=value, partition=partition)
+
+    def forget_partitions(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        owned_identities.clear()
+        device_marks.clear()
+        progress.inboxes.clear()
+        progress.log_start.clear()
+
+    async def serve_metrics(web: Any, request: Any) -> Any:
         # The exposition content type carries parameters, which aiohttp only takes as a header.
         return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app.page("/metrics")(metrics)
-    app.timer(interval=settings.tick_interval_s, on_leader=True)(send_ticks)
-    app.on_partitions_revoked.connect(forget_deadlines)  # type: ignore[arg-type]  # mode stubs
+    app.page("/metrics")(serve_metrics)
+    app.timer(interval=settings.tick_interval_s)(send_marks)
+    app.on_partitions_revoked.connect(forget_partitions)  # type: ignore[arg-type]  # mode stubs
 
     return app
 

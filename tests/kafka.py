@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
 async def _read(
@@ -83,3 +86,45 @@ def wait_consumed(bootstrap: str, group: str, topics: list[str], timeout_s: floa
             return
         time.sleep(0.3)
     raise AssertionError(f"group {group} did not consume {topics} within {timeout_s}s")
+
+
+async def _produce_events(
+    bootstrap: str, topics: dict[str, str], events: list[dict[str, Any]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        pending = []
+        for event in events:
+            value = event["value"]
+            key = value["device_id"] if event["topic"] == "device.posture" else value["identity_id"]
+            pending.append(
+                await producer.send(
+                    topics[event["topic"]], json.dumps(value).encode(), key=key.encode()
+                )
+            )
+        await producer.flush()
+        for future in pending:
+            await future
+    finally:
+        await producer.stop()
+
+
+def produce_events(bootstrap: str, topics: dict[str, str], events: list[dict[str, Any]]) -> None:
+    """Publish replay-format events (`{"topic": stream, "value": event}`) to the streams' topics
+    (`topics` maps stream to topic), keyed as the contract says, in order, all acknowledged."""
+    asyncio.run(_produce_events(bootstrap, topics, events))
+
+
+async def _create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+    finally:
+        await admin.close()
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None:
+    """Create the topics (so that no stream waits for a metadata refresh)."""
+    asyncio.run(_create_topics(bootstrap, names, partitions))

@@ -72,12 +72,9 @@ class DeviceUntrusted(Rule):
     def _trusted_elsewhere(self, ctx: Context, device_id: str) -> None:
         """A bound device became compliant: what other untrusted devices asked of entitlements
         that need a trusted device may be met by this one."""
-        s = ctx.s
-        for key in list(s.in_force.values()):
-            trigger = s.triggers[key]
-            if trigger.trigger == "device_untrusted" and trigger.device_id != device_id:
-                for finding_id in list(trigger.live):
-                    self.reassess(ctx, s.obligations[finding_id], trigger)
+        for trigger, ob in ctx.live_of("device_untrusted"):
+            if trigger.device_id != device_id and ob.state != "done":
+                self.reassess(ctx, ob, trigger)
 
     def _escalate(
         self, ctx: Context, trigger: TriggerState, posture: Posture, deadline_us: int

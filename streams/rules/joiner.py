@@ -37,11 +37,10 @@ class Joiner(Rule):
             ctx.open_trigger(TriggerState("joiner", change.event_id, change.at_us), "joiner")
 
     def on_device(self, ctx: Context, signal: DeviceSignal, view: DeviceView) -> None:
-        found = ctx.in_force("joiner")
-        if view.trusted and found is not None:
-            _key, trigger = found
-            for finding_id in list(trigger.live):
-                self.reassess(ctx, ctx.s.obligations[finding_id], trigger)
+        if view.trusted:
+            for trigger, ob in ctx.live_of("joiner"):
+                if ob.state != "done":
+                    self.reassess(ctx, ob, trigger)
 
     def oblige_identity(self, ctx: Context, key: str, trigger: TriggerState) -> None:
         deadline_us = trigger.at_us + ctx.policy.joiner.window_s * US_PER_S

@@ -1,0 +1,192 @@
+"""Event time for the live runtime: per-channel watermarks and the clock deadlines fire against.
+
+Anchored on Apache Flink's watermarks (per-partition, idle sources) and Kafka Streams' stream
+time. A deadline must not fire while the input that could still meet it is unread, so the clock of
+an inbox partition is the minimum over every *channel* that can still bring it something:
+
+* each partition of each input topic (the event time of the latest record read from it; a
+  partition read up to its end offset is idle: in wall-clock mode it counts as being at wall time,
+  in event-clock mode it holds nothing back);
+* each partition of the device inbox (device events reach identities one hop later) and each
+  partition of the identity inbox (owners and their non-human identities message each other):
+  each reports how far everything before it has been processed.
+
+Reports travel in band: every worker periodically sends a `Mark` with what it knows of the
+channels it owns to every inbox partition, after the records it forwarded, so a partition that
+has read a mark has read everything its channels sent before it. The clock never goes back and is
+never ahead of wall time; it is the same on every worker, since all derive it from the same reports.
+
+This module is pure: the worker feeds it reports and reads clocks (`streams/worker.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from accessdrift.models.state import NEVER_US
+
+ClockMode = Literal["wall", "event"]
+ChannelKind = Literal["input", "device", "identity"]
+
+
+class Report(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What a worker knows of one channel: how far it has been read (or processed), and whether it
+    is idle (read to its end)."""
+
+    kind: ChannelKind
+    topic: str
+    partition: int
+    watermark_us: int
+    idle: bool
+
+
+class Mark(msgspec.Struct, frozen=True, tag=True, gc=False):
+    """A watermark report, sent in band to every inbox partition: the partition counts of the
+    input topics (so that a receiver knows every channel it must hear from) and the reports of
+    the channels the sending worker owns."""
+
+    topics: dict[str, int]
+    reports: list[Report]
+
+
+def combine(values: Iterable[tuple[int, bool]], mode: ClockMode, wall_us: int) -> tuple[int, bool]:
+    """One watermark for several channels: (watermark, idle).
+
+    Wall clock: the minimum (an idle channel reports the wall time it was idle at), never ahead of
+    `wall_us`. Event clock: the minimum over the channels that are not idle; when all are idle,
+    the latest event time any of them saw.
+    """
+    values = list(values)
+    idle = all(is_idle for _, is_idle in values)
+    if mode == "wall":
+        return min([wall_us, *(watermark for watermark, _ in values)]), idle
+    busy = [watermark for watermark, is_idle in values if not is_idle]
+    if busy:
+        return min(busy), False
+    return max((watermark for watermark, _ in values), default=NEVER_US), True
+
+
+@dataclass
+class Watermarks:
+    """What one inbox partition knows of every channel that feeds it, and the clock that follows.
+
+    `inputs` names the input topics whose partitions feed this inbox directly; `device_channels`
+    and `identity_channels` how many device-inbox and identity-inbox partitions do (0 for none).
+    A channel nobody has reported on holds the clock back (None: not known yet).
+    """
+
+    mode: ClockMode
+    inputs: tuple[str, ...]
+    device_channels: int
+    identity_channels: int
+    partitions_of: dict[str, int] = field(default_factory=dict)
+    channels: dict[tuple[ChannelKind, str, int], tuple[int, bool]] = field(default_factory=dict)
+    clock_us: int = NEVER_US
+
+    def update(self, mark: Mark) -> None:
+        """Take in a report: watermarks only move forward; idleness is the latest word."""
+        for topic, count in mark.topics.items():
+            if count > self.partitions_of.get(topic, 0):
+                self.partitions_of[topic] = count
+        for report in mark.reports:
+            key = (report.kind, report.topic, report.partition)
+            known = self.channels.get(key)
+            watermark_us = (
+                report.watermark_us if known is None else max(known[0], report.watermark_us)
+            )
+            self.channels[key] = (watermark_us, report.idle)
+
+    def set_own(self, partition: int, value: tuple[int, bool]) -> None:
+        """This partition's own progress, as a channel of itself."""
+        self.channels[("identity", "", partition)] = value
+
+    def _values(self, with_identities: bool) -> list[tuple[int, bool]] | None:
+        keys: list[tuple[ChannelKind, str, int]] = []
+        for topic in self.inputs:
+            count = self.partitions_of.get(topic)
+            if count is None:
+                return None
+            keys.extend(("input", topic, partition) for partition in range(count))
+        keys.extend(("device", "", partition) for partition in range(self.device_channels))
+        if with_identities:
+            keys.extend(("identity", "", partition) for partition in range(self.identity_channels))
+        values = []
+        for key in keys:
+            value = self.channels.get(key)
+            if value is None:
+                return None
+            values.append(value)
+        return values
+
+    def progress(self, wall_us: int) -> tuple[int, bool] | None:
+        """How far this partition's inputs (not other identity partitions) have been processed:
+        what it reports of itself to the others. None until every channel has reported."""
+        values = self._values(with_identities=False)
+        return None if values is None else combine(values, self.mode, wall_us)
+
+    def advance(self, wall_us: int) -> int | None:
+        """The clock after the reports taken in so far: the minimum over every channel, never
+        backwards, never past wall time. None until every channel has reported (and no clock
+        was restored)."""
+        values = self._values(with_identities=True)
+        if values is not None:
+            watermark_us, _ = combine(values, self.mode, wall_us)
+            self.clock_us = max(self.clock_us, min(watermark_us, wall_us))
+        return None if self.clock_us == NEVER_US else self.clock_us
+
+    def restore(self, clock_us: int) -> None:
+        """A clock kept from before a restart: the floor the clock starts from."""
+        self.clock_us = max(self.clock_us, clock_us)
+
+
+@dataclass
+class InputProgress:
+    """How far one worker has read each input partition it owns: the event time of the latest
+    record, and the offset after it. The ingest agents update it as they forward records."""
+
+    latest_us: dict[tuple[str, int], int] = field(default_factory=dict)
+    next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def read(self, topic: str, partition: int, offset: int, occurred_at_us: int | None) -> None:
+        """A record was forwarded (or dead-lettered: it still counts as read)."""
+        key = (topic, partition)
+        self.next_offset[key] = offset + 1
+        if occurred_at_us is not None and occurred_at_us > self.latest_us.get(key, NEVER_US):
+            self.latest_us[key] = occurred_at_us
+
+    def report(
+        self,
+        topic: str,
+        partition: int,
+        end_offset: int | None,
+        start_offset: int | None,
+        mode: ClockMode,
+        wall_us: int,
+    ) -> Report | None:
+        """What to report of one owned input partition, given its end offset (None: not known
+        yet) and the offset reading started from (the committed one, or the log start). None when
+        nothing can be said yet: the channel then holds the clock back, which is safe."""
+        if end_offset is None:
+            return None
+        key = (topic, partition)
+        position = self.next_offset.get(key, start_offset)
+        idle = position is not None and position >= end_offset
+        latest_us = self.latest_us.get(key)
+        if idle:
+            if mode == "wall":
+                return Report("input", topic, partition, wall_us, True)
+            seen_us = NEVER_US if latest_us is None else latest_us
+            return Report("input", topic, partition, seen_us, True)
+        if latest_us is None:
+            return None
+        return Report("input", topic, partition, latest_us, False)
+
+    def forget(self, owned: Mapping[tuple[str, int], object]) -> None:
+        """Drop what is known of partitions this worker no longer owns."""
+        for table in (self.latest_us, self.next_offset):
+            for key in [key for key in table if key not in owned]:
+                del table[key]
