@@ -181,3 +181,68 @@ def test_ended_triggers_are_forgotten_after_the_late_event_horizon() -> None:
     assert [t.trigger for t in state.triggers.values()] == ["joiner"]
     assert [ob.trigger for ob in state.obligations.values()] == ["joiner"]
     assert state.transitions == [(T0 + 2 * H, "active", "s2")]
+
+
+def test_events_at_the_same_time_apply_in_arrival_order_and_repeats_by_identity() -> None:
+    engine = Engine(Policy())
+    state = engine.new_state("alice")
+    run(engine, state, grant("alice", "g1", T0), now_us=T0)
+
+    applied = [
+        engine.apply(state, m, T0 + H).applied
+        for m in (
+            status("alice", "e9", T0 + H, "active"),
+            status("alice", "e10", T0 + H, "terminated"),
+            status("alice", "e9", T0 + H, "active"),
+        )
+    ]
+
+    assert applied == [True, True, False]
+    assert state.status == "terminated"
+    assert [t.trigger for t in state.triggers.values() if t.ended_at_us is None] == ["leaver"]
+
+
+def test_every_obligation_that_ends_is_reported_with_how() -> None:
+    engine = Engine(Policy(), grace_s=0)
+    state = engine.new_state("alice")
+    run(engine, state, grant("alice", "g1", T0), now_us=T0)
+    slack = EntitlementChange(
+        "alice", "g2", T0, "slack", "ws", "granted", "role", False, None, False
+    )
+    run(engine, state, slack, status("alice", "s1", T0 + H, "terminated"), now_us=T0 + H)
+    revoke_slack = EntitlementChange(
+        "alice", "r2", T0 + H + 60 * S, "slack", "ws", "revoked", "role", False, None, False
+    )
+    on_time = engine.apply(state, revoke_slack, T0 + H + 60 * S)
+    late = engine.apply(state, grant("alice", "r1", T0 + 3 * H, "revoked"), T0 + 3 * H)
+
+    assert [(e.system, e.outcome, e.time_to_revoke_us) for e in on_time.ended] == [
+        ("slack", "on_time", 60 * S)
+    ]
+    assert [(e.system, e.outcome, e.time_to_revoke_us) for e in late.ended] == [
+        ("github", "late", 2 * H)
+    ]
+    assert [r.status for r in late.records if isinstance(r, FindingRecord)] == ["open", "resolved"]
+
+
+def test_an_owner_answers_every_link_even_when_it_is_unknown() -> None:
+    engine = Engine(Policy())
+    owner = engine.new_state("ghost")
+
+    reply = run(engine, owner, OwnerLink("ghost", "n1", T0, "svc", linked=True), now_us=T0)
+
+    assert reply == [OwnerSignal("svc", "", -(2**62), "ghost", None)]
+
+
+def test_history_stays_bounded_however_often_an_identity_flaps() -> None:
+    engine = Engine(Policy(), limits=Limits(ended_triggers=8, transitions=8))
+    state = engine.new_state("alice")
+    run(engine, state, grant("alice", "g1", T0), now_us=T0)
+    for number in range(200):
+        value = "terminated" if number % 2 == 0 else "active"
+        at = T0 + (number + 1) * S
+        run(engine, state, status("alice", f"s{number}", at, value), now_us=at)
+
+    assert len(state.transitions) <= 8
+    assert len([t for t in state.triggers.values() if t.ended_at_us is not None]) <= 8 + 1
+    assert len(state.settled) <= 8 + 1

@@ -185,6 +185,21 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_worker_keeps_going(
             }
         ).encode(),
     )
+    third = send_raw(
+        worker.broker.bootstrap,
+        topic,
+        key=b"mallory",
+        value=json.dumps(
+            {
+                "event_id": "typo",
+                "occurred_at": _at(0).replace("20", "21", 1),
+                "identity_id": "mallory",
+                "system": "s",
+                "entitlement": "e",
+                "action": "granted",
+            }
+        ).encode(),
+    )
     who = f"bob-{uuid.uuid4().hex[:6]}"
     worker.produce(
         tmp_path,
@@ -210,16 +225,22 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_worker_keeps_going(
         },
     )
 
-    dead = read_topic(worker.broker.bootstrap, worker.topic("deadletter"), 2)
+    dead = read_topic(worker.broker.bootstrap, worker.topic("deadletter"), 3)
     headers = [dict(h) for _, _, _, h in dead]
-    assert [h[HEADER_TOPIC] for h in headers] == [topic.encode(), topic.encode()]
+    assert [h[HEADER_TOPIC] for h in headers] == [topic.encode()] * 3
     assert headers[0][HEADER_ERROR].startswith(b"not valid JSON")
     assert headers[1][HEADER_ERROR].startswith(b"occurred_at: timestamp has no UTC offset")
-    assert [(int(h[HEADER_PARTITION]), int(h[HEADER_OFFSET])) for h in headers] == [first, second]
+    assert headers[2][HEADER_ERROR].startswith(b"value.occurred_at: 21")
+    assert b"ahead of wall time" in headers[2][HEADER_ERROR]
+    assert [(int(h[HEADER_PARTITION]), int(h[HEADER_OFFSET])) for h in headers] == [
+        first,
+        second,
+        third,
+    ]
     metrics = urllib.request.urlopen(
         f"http://127.0.0.1:{worker.web_port}/metrics", timeout=10
     ).read()
-    assert f'accessdrift_deadletter_records_total{{topic="{topic}"}} 2.0'.encode() in metrics
+    assert f'accessdrift_deadletter_records_total{{topic="{topic}"}} 3.0'.encode() in metrics
     later = [r for r in worker.findings(expected=200, timeout_s=10) if r["identity_id"] == who]
     assert [r["trigger"] for r in later if r["record_type"] == "finding"] == [
         "grant_while_inactive"

@@ -1,0 +1,120 @@
+"""Watermarks: how channels combine into a clock, in wall and event mode; what an input partition
+reports; which timestamps are implausible."""
+
+from __future__ import annotations
+
+import pytest
+
+from accessdrift.models.state import NEVER_US
+from accessdrift.streams.watermarks import InputProgress, Mark, Report, Watermarks, combine
+from accessdrift.streams.worker import WorkerSettings, plausibility_error
+
+S = 1_000_000
+WALL = 1_800_000_000 * S
+
+
+def test_wall_mode_takes_the_minimum_never_past_wall_time() -> None:
+    assert combine([(WALL - 5 * S, False), (WALL - 9 * S, True)], "wall", WALL) == (
+        WALL - 9 * S,
+        False,
+    )
+    assert combine([(WALL + 60 * S, False)], "wall", WALL) == (WALL, False)
+
+
+def test_event_mode_ignores_idle_channels_unless_all_are() -> None:
+    assert combine([(100, False), (50, True), (70, False)], "event", WALL) == (70, False)
+    assert combine([(100, True), (50, True)], "event", WALL) == (100, True)
+    assert combine([], "event", WALL) == (NEVER_US, True)
+
+
+def _mark(*reports: Report, partitions: int = 2) -> Mark:
+    return Mark({"hr": partitions}, list(reports))
+
+
+def test_a_channel_nobody_reported_holds_the_clock_back() -> None:
+    marks = Watermarks("wall", ("hr",), device_channels=0, identity_channels=0)
+    marks.update(_mark(Report("input", "hr", 0, WALL - 10 * S, False)))
+
+    assert marks.advance(WALL) is None
+
+    marks.update(_mark(Report("input", "hr", 1, WALL - 3 * S, True)))
+    assert marks.advance(WALL) == WALL - 10 * S
+
+
+def test_the_clock_never_goes_back_and_a_restored_clock_is_its_floor() -> None:
+    marks = Watermarks("event", ("hr",), device_channels=0, identity_channels=0)
+    marks.restore(500)
+    assert marks.advance(WALL) == 500, "known from the table before any report"
+    marks.update(
+        _mark(Report("input", "hr", 0, 300, False), Report("input", "hr", 1, 900, False))
+    )
+    assert marks.advance(WALL) == 500
+    marks.update(_mark(Report("input", "hr", 0, 200, False)))
+    assert marks.channels[("input", "hr", 0)] == (300, False), "watermarks only move forward"
+    marks.update(_mark(Report("input", "hr", 0, 1000, True)))
+    assert marks.advance(WALL) == 900
+
+
+def test_device_and_identity_channels_count_and_progress_excludes_identities() -> None:
+    marks = Watermarks("event", ("hr",), device_channels=1, identity_channels=2)
+    marks.update(
+        _mark(
+            Report("input", "hr", 0, 800, False),
+            Report("input", "hr", 1, 900, True),
+            Report("device", "", 0, 600, False),
+            Report("identity", "", 1, 400, False),
+        )
+    )
+
+    assert marks.progress(WALL) == (600, False)
+    assert marks.advance(WALL) is None, "its own identity channel has not been set yet"
+    marks.set_own(0, (600, False))
+    assert marks.advance(WALL) == 400
+
+
+def test_a_partition_read_to_its_end_is_idle() -> None:
+    progress = InputProgress()
+    assert progress.report("hr", 0, end_offset=None, start_offset=0, mode="wall", wall_us=WALL) is None
+    empty = progress.report("hr", 0, end_offset=0, start_offset=0, mode="wall", wall_us=WALL)
+    assert empty == Report("input", "hr", 0, WALL, True)
+    behind = progress.report("hr", 0, end_offset=5, start_offset=0, mode="wall", wall_us=WALL)
+    assert behind is None, "records to read, none read yet: nothing can be said"
+
+    progress.read("hr", 0, offset=3, occurred_at_us=WALL - 60 * S)
+    assert progress.report("hr", 0, 5, 0, "wall", WALL) == Report(
+        "input", "hr", 0, WALL - 60 * S, False
+    )
+    progress.read("hr", 0, offset=4, occurred_at_us=WALL - 90 * S)
+    assert progress.report("hr", 0, 5, 0, "event", WALL) == Report(
+        "input", "hr", 0, WALL - 60 * S, True
+    )
+
+
+def test_a_partition_committed_to_its_end_is_idle_after_a_restart() -> None:
+    assert InputProgress().report("hr", 0, 7, 7, "event", WALL) == Report(
+        "input", "hr", 0, NEVER_US, True
+    )
+
+
+@pytest.mark.parametrize(
+    ("clock", "occurred_at_us", "latest_us", "rejected"),
+    [
+        ("wall", WALL + 30 * 60 * S, None, False),
+        ("wall", WALL + 2 * 3600 * S, None, True),
+        ("wall", WALL + 100 * 365 * 86_400 * S, None, True),
+        ("event", WALL + 100 * 365 * 86_400 * S, None, False),
+        ("event", WALL - 10 * 86_400 * S, WALL - 20 * 86_400 * S, False),
+        ("event", WALL + 100 * 365 * 86_400 * S, WALL - 20 * 86_400 * S, True),
+    ],
+)
+def test_implausible_timestamps(
+    clock: str, occurred_at_us: int, latest_us: int | None, rejected: bool
+) -> None:
+    settings = WorkerSettings(broker="x", clock=clock)  # type: ignore[arg-type]
+
+    problem = plausibility_error(occurred_at_us, settings, latest_us, WALL)
+
+    assert (problem is not None) == rejected
+    if problem is not None:
+        assert problem.startswith("value.occurred_at: ")
+        assert "--max-ahead" in problem
