@@ -37,6 +37,7 @@ demo-replay: relink
 
 bench: relink
 	$(BIN)/python bench/replay_bench.py
+	$(BIN)/python bench/flat_cost_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -9,6 +9,7 @@ consumers: `json_safe` escapes those.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Final
 
 #: How much of a bad value an error message echoes.
@@ -41,9 +42,16 @@ def printable(text: str, limit: int | None = None) -> str:
     return text
 
 
+_SHORT_REPR: Final = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = ECHO_LIMIT
+
+
 def echo(value: object) -> str:
-    """A bad value quoted for an error message: printable and at most ECHO_LIMIT characters."""
-    return repr(printable(str(value), ECHO_LIMIT))
+    """A bad value quoted for an error message: printable and at most ECHO_LIMIT characters
+    (a large structure is abbreviated before it is turned into text, never after)."""
+    text = value if isinstance(value, str) else _SHORT_REPR.repr(value)
+    return repr(printable(text, ECHO_LIMIT))
 
 
 def json_safe(data: bytes) -> bytes:

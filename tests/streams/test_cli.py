@@ -470,11 +470,12 @@ def test_json_output_escapes_characters_that_split_lines(tmp_path: Path) -> None
         ("binary.toml", b"\xff\xfe[leaver]", "not UTF-8 text"),
         (
             "bomb.yaml",
-            'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+            "x:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
             + "".join(
-                f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n"
+                f"  {n}: &{n} [{', '.join(['*' + p] * 9)}]\n"
                 for p, n in zip("abcdefgh", "bcdefghi", strict=True)
-            ),
+            )
+            + "leaver: {window: *i}\n",
             "anchors and aliases are not allowed",
         ),
     ],

@@ -45,9 +45,7 @@ def test_the_clock_never_goes_back_and_a_restored_clock_is_its_floor() -> None:
     marks = Watermarks("event", ("hr",), device_channels=0, identity_channels=0)
     marks.restore(500)
     assert marks.advance(WALL) == 500, "known from the table before any report"
-    marks.update(
-        _mark(Report("input", "hr", 0, 300, False), Report("input", "hr", 1, 900, False))
-    )
+    marks.update(_mark(Report("input", "hr", 0, 300, False), Report("input", "hr", 1, 900, False)))
     assert marks.advance(WALL) == 500
     marks.update(_mark(Report("input", "hr", 0, 200, False)))
     assert marks.channels[("input", "hr", 0)] == (300, False), "watermarks only move forward"
@@ -74,7 +72,9 @@ def test_device_and_identity_channels_count_and_progress_excludes_identities() -
 
 def test_a_partition_read_to_its_end_is_idle() -> None:
     progress = InputProgress()
-    assert progress.report("hr", 0, end_offset=None, start_offset=0, mode="wall", wall_us=WALL) is None
+    assert (
+        progress.report("hr", 0, end_offset=None, start_offset=0, mode="wall", wall_us=WALL) is None
+    )
     empty = progress.report("hr", 0, end_offset=0, start_offset=0, mode="wall", wall_us=WALL)
     assert empty == Report("input", "hr", 0, WALL, True)
     behind = progress.report("hr", 0, end_offset=5, start_offset=0, mode="wall", wall_us=WALL)
