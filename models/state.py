@@ -42,8 +42,9 @@ def compose_key(*parts: str) -> str:
 
 
 def grant_key(system: str, entitlement: str) -> str:
-    """The key of an entitlement within one identity."""
-    return compose_key(system, entitlement)
+    """The key of an entitlement within one identity (`compose_key` of the two, inlined: it is
+    on the hot path)."""
+    return f"{len(system)}:{system}{entitlement}"
 
 
 class Version(msgspec.Struct, gc=False, array_like=True):

@@ -47,12 +47,20 @@ from accessdrift.models.state import (
     grant_key,
 )
 from accessdrift.streams.lifecycle import Context, Limits, Step, device_key
-from accessdrift.streams.rules import RULES, StatusChanged
+from accessdrift.streams.rules import RULES, Rule, StatusChanged
 from accessdrift.streams.rules.owner_departed import owner_key
 
 __all__ = ["Engine", "Limits", "Step"]
 
 _Handler = Callable[[Context, object], bool]
+
+
+def _implementing(hook: str) -> tuple[Rule, ...]:
+    return tuple(
+        rule for rule in RULES.values() if getattr(type(rule), hook) is not getattr(Rule, hook)
+    )
+
+
 DEFAULT_LIMITS: Final = Limits()
 
 
@@ -69,7 +77,12 @@ class Engine:
         self.grace_us = round(grace_s * US_PER_S)
         self.limits = limits
         self.rules = RULES
-        self._rules: Final = tuple(RULES.values())
+        # Each hook goes only to the rules that implement it, in the rules' order.
+        self._on_status_rules = _implementing("on_status")
+        self._on_grant_rules = _implementing("on_grant")
+        self._on_device_rules = _implementing("on_device")
+        self._on_owner_rules = _implementing("on_owner")
+        self._per_grant: Final = frozenset(t for t, rule in RULES.items() if rule.per_grant)
         self._handlers: Final[dict[type, _Handler]] = {
             StatusChange: self._on_status,  # type: ignore[dict-item]
             EntitlementChange: self._on_entitlement,  # type: ignore[dict-item]
@@ -123,7 +136,7 @@ class Engine:
                     ctx.messages.append(self._owner_signal(s, nhi_id))
         if m.owner_id != s.owner_id:
             self._change_owner(ctx, m)
-        for rule in self._rules:
+        for rule in self._on_status_rules:
             rule.on_status(ctx, change)
         ctx.forget_old()
         return True
@@ -175,11 +188,12 @@ class Engine:
                 if ob is not None:
                     trigger = s.triggers.get(ob.trigger_key) if ob.trigger_key else None
                     rules[ob.trigger].reassess(ctx, ob, trigger)
-        for trigger_key, trigger in list(s.triggers.items()):
-            rule = rules[trigger.trigger]
-            if rule.per_grant:
-                rule.oblige(ctx, trigger_key, trigger, grant)
-        for rule in self._rules:
+        if s.triggers:
+            per_grant = self._per_grant
+            for trigger_key, trigger in list(s.triggers.items()):
+                if trigger.trigger in per_grant:
+                    rules[trigger.trigger].oblige(ctx, trigger_key, trigger, grant)
+        for rule in self._on_grant_rules:
             rule.on_grant(ctx, grant, new_interval)
         return True
 
@@ -219,7 +233,7 @@ class Engine:
             heapq.heappush(s.trusted_heap, (view.since_us, m.device_id))
         else:
             self._disprove_device(ctx, m.device_id, view.since_us)
-        for rule in self._rules:
+        for rule in self._on_device_rules:
             rule.on_device(ctx, m, view)
         ctx.forget_old()
         return True
@@ -263,7 +277,7 @@ class Engine:
             timeline.append((m.occurred_at_us, m.status, m.event_id))
             timeline.sort(key=lambda change: change[0])
             del timeline[: max(0, len(timeline) - ctx.limits.owner_timeline)]
-        for rule in self._rules:
+        for rule in self._on_owner_rules:
             rule.on_owner(ctx, m)
         return True
 

@@ -246,6 +246,19 @@ def access(ob: Obligation) -> str:
     )
 
 
+def grant_landed(ob: Obligation, s: IdentityState, resolution: Resolution) -> str | None:
+    """What landed on an entitlement, for the rules that oblige entitlements; None for a
+    resolution only the rule itself can put in words (its trigger's reason going away)."""
+    match resolution:
+        case "revoked":
+            return f"{access(ob)} of {who(s)} was revoked"
+        case "regranted":
+            return f"{access(ob)} of {who(s)} was re-approved"
+        case "withdrawn":
+            return f"{access(ob)} of {who(s)} turned out to be revoked before the trigger"
+    return None
+
+
 def exception_note(ob: Obligation) -> str:
     if ob.exception_id is None:
         return ""

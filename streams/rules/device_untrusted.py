@@ -28,6 +28,7 @@ from accessdrift.streams.rules.base import (
     access,
     ended,
     exception_note,
+    grant_landed,
     grant_obligation,
     revoked,
     who,
@@ -140,10 +141,7 @@ class DeviceUntrusted(Rule):
         )
 
     def landed(self, ob: Obligation, s: IdentityState, resolution: Resolution) -> str:
-        if resolution == "revoked":
-            return f"{access(ob)} of {who(s)} was revoked"
         if resolution == "trusted_device":
             return f"{who(s)} has a compliant device"
-        if resolution == "withdrawn":
-            return f"{access(ob)} of {who(s)} turned out to be revoked before the trigger"
-        return f"device {printable(ob.device_id or '')} is compliant again"
+        compliant = f"device {printable(ob.device_id or '')} is compliant again"
+        return grant_landed(ob, s, resolution) or compliant

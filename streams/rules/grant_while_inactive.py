@@ -15,6 +15,7 @@ from accessdrift.streams.rules.base import (
     StatusChanged,
     access,
     exception_note,
+    grant_landed,
     revoked,
     who,
 )
@@ -95,6 +96,4 @@ class GrantWhileInactive(Rule):
     def landed(self, ob: Obligation, s: IdentityState, resolution: Resolution) -> str:
         if resolution == "reactivated":
             return f"{who(s)} turned out to be active again when {access(ob)} was granted"
-        if resolution == "withdrawn":
-            return f"{access(ob)} of {who(s)} turned out to be revoked before the trigger"
-        return f"{access(ob)} of {who(s)} was revoked"
+        return grant_landed(ob, s, resolution) or f"{access(ob)} of {who(s)} was revoked"

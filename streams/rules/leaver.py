@@ -14,6 +14,7 @@ from accessdrift.streams.rules.base import (
     access,
     ended,
     exception_note,
+    grant_landed,
     grant_obligation,
     revoked,
     who,
@@ -60,8 +61,4 @@ class Leaver(Rule):
         )
 
     def landed(self, ob: Obligation, s: IdentityState, resolution: Resolution) -> str:
-        if resolution == "revoked":
-            return f"{access(ob)} of {who(s)} was revoked"
-        if resolution == "withdrawn":
-            return f"{access(ob)} of {who(s)} turned out to be revoked before the trigger"
-        return f"{who(s)} is active again"
+        return grant_landed(ob, s, resolution) or f"{who(s)} is active again"

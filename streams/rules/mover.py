@@ -21,6 +21,7 @@ from accessdrift.streams.rules.base import (
     access,
     ended,
     exception_note,
+    grant_landed,
     grant_obligation,
     who,
     window,
@@ -73,10 +74,6 @@ class Mover(Rule):
         )
 
     def landed(self, ob: Obligation, s: IdentityState, resolution: Resolution) -> str:
-        if resolution == "revoked":
-            return f"{access(ob)} of {who(s)} was revoked"
-        if resolution == "regranted":
-            return f"{access(ob)} of {who(s)} was re-approved"
-        if resolution == "withdrawn":
-            return f"{access(ob)} of {who(s)} turned out to be revoked before the trigger"
-        return f"{who(s)} was terminated and offboarding took over"
+        return (
+            grant_landed(ob, s, resolution) or f"{who(s)} was terminated and offboarding took over"
+        )
