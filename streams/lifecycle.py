@@ -178,6 +178,10 @@ class Context:
     def status_at(self, moment_us: int) -> IdentityStatus | None:
         """The identity's status just before `moment_us`, as far as remembered changes go."""
         transitions = self.s.transitions
+        if not transitions:
+            return None
+        if transitions[-1][0] < moment_us:  # the common case: after the latest change
+            return transitions[-1][1]
         index = bisect_left(transitions, moment_us, key=lambda change: change[0])
         return transitions[index - 1][1] if index else None
 
@@ -402,6 +406,8 @@ class Context:
         answer) waits in the index."""
         s, now_us = self.s, self.now_us
         heap = s.deadlines
+        if not heap or heap[0][0] >= now_us:
+            return
         # By finding id: an obligation withdrawn and opened again has two equal entries.
         due: dict[str, Obligation] = {}
         waiting: list[tuple[int, str]] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from accessdrift.models.clock import LATEST_US, US_PER_S, format_us
 from accessdrift.models.messages import OwnerSignal
 from accessdrift.models.state import (
+    NEVER_US,
     Grant,
     IdentityState,
     Obligation,
@@ -123,20 +124,22 @@ class OwnerDeparted(Rule):
             self._rederive(ctx)
 
     def _rederive(self, ctx: Context) -> None:
-        """What met each obligation may have changed with a late report; one still unmet covers
-        the orphaned time after it, so a later trigger not yet reported is withdrawn."""
+        """What met each obligation may have changed with a late report. An obligation covers the
+        orphaned time from its trigger until it was met (for ever while unmet), so a later
+        trigger inside that time, not yet reported, is withdrawn."""
         s = ctx.s
         ordered = sorted(
             (trigger.at_us, key)
             for key, trigger in s.triggers.items()
             if trigger.trigger == "owner_departed"
         )
-        covered = False
-        for _, key in ordered:
+        covered_until_us = NEVER_US
+        for at_us, key in ordered:
             trigger = s.triggers[key]
             ob = _the_obligation(s, trigger)
             if ob is None:
                 continue
+            covered = at_us < covered_until_us
             if ob.state != "done" and (covered or not self._premise_holds(ctx, trigger)):
                 # Covered by an earlier trigger still unmet, or a late event showed the identity
                 # was not active with a terminated owner then after all.
@@ -159,7 +162,8 @@ class OwnerDeparted(Rule):
                     if landing is not None:
                         ctx.meet(ob, landing)
             self._sync(ctx, key, trigger, ob)
-            covered = covered or ob.met_at_us is None
+            met_us = LATEST_US if ob.met_at_us is None else ob.met_at_us
+            covered_until_us = max(covered_until_us, met_us)
 
     @staticmethod
     def _premise_holds(ctx: Context, trigger: TriggerState) -> bool:
