@@ -47,24 +47,36 @@ EARLIEST_US: Final = to_us(EARLIEST)
 LATEST_US: Final = to_us(LATEST)
 
 
+NO_OFFSET_MESSAGE: Final = "timestamp has no UTC offset; write it as RFC 3339 with Z or +hh:mm"
+
+
+def timestamp_us(value: object) -> int:
+    """Microseconds since the epoch for a contract timestamp: an RFC 3339 string with an offset
+    or `Z`, between 1900 and 8999. Raises ValueError with one of the messages above."""
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError(SHAPE_MESSAGE)
+    if value[10] != "T" or value[-1] == "z":
+        value = value.upper().replace(" ", "T")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not a valid date and time; {SHAPE_MESSAGE}") from None
+    if moment.tzinfo is None:
+        raise ValueError(NO_OFFSET_MESSAGE)
+    if not in_range(moment):
+        raise ValueError(RANGE_MESSAGE)
+    return to_us(moment)
+
+
 def parse_us(text: str) -> int:
     """Microseconds since the epoch for an RFC 3339 timestamp with an offset or `Z`.
 
-    Raises ValueError saying what is wrong.
+    Raises ValueError naming the text and saying what is wrong.
     """
-    moment = None
-    if has_rfc3339_shape(text):
-        try:
-            moment = datetime.fromisoformat(text.upper().replace(" ", "T"))
-        except ValueError:
-            moment = None
-    if moment is None:
-        raise ValueError(f"invalid time {text!r}: {SHAPE_MESSAGE}")
-    if moment.tzinfo is None:
-        raise ValueError(f"time {text!r} has no offset: add Z or +hh:mm")
-    if not in_range(moment):
-        raise ValueError(f"time {text!r}: {RANGE_MESSAGE}")
-    return to_us(moment)
+    try:
+        return timestamp_us(text)
+    except ValueError as error:
+        raise ValueError(f"invalid time {text!r}: {error}") from None
 
 
 def from_us(moment_us: int) -> datetime:

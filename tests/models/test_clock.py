@@ -27,7 +27,7 @@ def test_a_fraction_is_written_only_when_present() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "message"), [("2026-01-05T09:00:00", "no offset"), ("soon", "invalid time")]
+    ("text", "message"), [("2026-01-05T09:00:00", "has no UTC offset"), ("soon", "invalid time")]
 )
 def test_parse_refuses_ambiguous_or_bad_times(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -140,7 +140,7 @@ def test_a_policy_file_changes_the_windows(tmp_path: Path) -> None:
         (["--grace", "1e303", "x"], "longer than the limit"),
         (["--grace", "nan", "x"], "seconds must be 0 or more"),
         (["--until", "tomorrow", "x"], "invalid time 'tomorrow'"),
-        (["--until", "2026-01-05T09:00:00", "x"], "has no offset"),
+        (["--until", "2026-01-05T09:00:00", "x"], "has no UTC offset"),
         (["--grace", "-5", "x"], "seconds must be 0 or more"),
         ([], "the following arguments are required: FILE"),
     ],
