@@ -98,18 +98,20 @@ class _Input:
         self.rank = 0
         self.lines = enumerate(stream, start=1)
         self.latest_us = NEVER_US
-        self.done = False
 
     def next_line(self) -> tuple[int, bytes] | None:
         try:
             return next(self.lines)
         except StopIteration:
-            self.done = True
             return None
         except OSError as error:
             raise InputError(
                 f"cannot read {printable(self.name)}: {error.strerror or error}"
             ) from None
+
+
+def _latest(source: _Input) -> int:
+    return source.latest_us
 
 
 class _Merge:
@@ -136,42 +138,47 @@ class _Merge:
         self.lines = 0
         self.rejected = 0
 
-    def watermark_us(self) -> float:
-        """No input can still produce an event earlier than this (within the lateness)."""
-        waiting = [i.latest_us - self.lateness_us for i in self.inputs if not i.done]
-        return min(waiting) if waiting else float("inf")
-
     def events(self) -> Iterator[InputMessage]:
         """Every accepted event of every input, in merged order."""
-        while True:
-            waiting = [i for i in self.inputs if not i.done]
-            if not waiting:
-                break
+        waiting = list(self.inputs)
+        buffer, lateness_us = self.buffer, self.lateness_us
+        while waiting:
             # Read from the input that holds the merge back the most.
-            source = min(waiting, key=lambda i: i.latest_us)
-            self._read(source)
-            watermark_us = self.watermark_us()
-            buffer = self.buffer
+            source = waiting[0] if len(waiting) == 1 else min(waiting, key=_latest)
+            message = self._read(source)
+            if message is None:
+                waiting.remove(source)
+                if not waiting:
+                    break
+            if len(waiting) == 1:
+                watermark_us = waiting[0].latest_us - lateness_us
+            else:
+                watermark_us = min(i.latest_us for i in waiting) - lateness_us
+            if message is not None:
+                if not buffer and message.occurred_at_us <= watermark_us:
+                    yield message  # nothing waits before it: no need to go through the heap
+                    continue
+                self.serial += 1
+                entry = (message.occurred_at_us, source.rank, self.serial, message)
+                heapq.heappush(buffer, entry)
             while buffer and buffer[0][0] <= watermark_us:
                 yield heapq.heappop(buffer)[3]
-        while self.buffer:
-            yield heapq.heappop(self.buffer)[3]
+        while buffer:
+            yield heapq.heappop(buffer)[3]
 
-    def _read(self, source: _Input) -> None:
+    def _read(self, source: _Input) -> InputMessage | None:
+        """The input's next accepted event; None at its end."""
         while (numbered := source.next_line()) is not None:
             line_number, line = numbered
             if not line.strip():
                 continue
             self.lines += 1
             try:
-                message = self._decode(source, line)
+                return self._decode(source, line)
             except ContractError as error:
                 self.rejected += 1
                 self.errors.write(f"{printable(source.name)}:{line_number}: {error}\n")
-                continue
-            self.serial += 1
-            heapq.heappush(self.buffer, (message.occurred_at_us, source.rank, self.serial, message))
-            return
+        return None
 
     def _decode(self, source: _Input, line: bytes) -> InputMessage:
         _, event = decode_line(line)
