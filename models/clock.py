@@ -1,7 +1,7 @@
 """Time in accessdrift is an integer count of microseconds since the Unix epoch, in UTC.
 
 Integers compare and subtract exactly and cheaply on the hot path; these helpers convert
-at the edges. Every time the contract accepts lies in [EARLIEST_US, LATEST_US): far enough from
+at the edges. Every time the contract accepts lies in [EARLIEST, LATEST): far enough from
 the ends of the calendar that a deadline (time + window + grace, each bounded) can always be
 written back as RFC 3339.
 """
@@ -33,17 +33,10 @@ def to_us(moment: datetime) -> int:
     return (since.days * 86_400 + since.seconds) * US_PER_S + since.microseconds
 
 
-def has_rfc3339_shape(text: str) -> bool:
-    """Whether `text` is written as an RFC 3339 date-time (a bare number such as `20260101` is
-    not, though some parsers take it as Unix time)."""
-    return _RFC3339.fullmatch(text) is not None
-
-
 def in_range(moment: datetime) -> bool:
     return EARLIEST <= moment < LATEST
 
 
-EARLIEST_US: Final = to_us(EARLIEST)
 LATEST_US: Final = to_us(LATEST)
 
 

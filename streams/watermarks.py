@@ -21,7 +21,7 @@ This module is pure: the worker feeds it reports and reads clocks (`streams/work
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -184,9 +184,3 @@ class InputProgress:
         if latest_us is None:
             return None
         return Report("input", topic, partition, latest_us, False)
-
-    def forget(self, owned: Mapping[tuple[str, int], object]) -> None:
-        """Drop what is known of partitions this worker no longer owns."""
-        for table in (self.latest_us, self.next_offset):
-            for key in [key for key in table if key not in owned]:
-                del table[key]
