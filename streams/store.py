@@ -120,15 +120,25 @@ class TableStore:
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
         self.table = table
+        # The outbox read with the state by `get`, for the `put` of the same step: the
+        # processing loop always gets before it puts, and the value need not be decoded twice.
+        self._read_outbox: dict[bytes, list[Outgoing]] = {}
 
     def get(self, identity_id: str) -> IdentityState | None:
-        stored = self._load(identity_id.encode())
-        return None if stored is None else stored.state
+        key = identity_id.encode()
+        stored = self._load(key)
+        if stored is None:
+            self._read_outbox[key] = []
+            return None
+        self._read_outbox[key] = stored.outbox
+        return stored.state
 
     def put(self, step: Step) -> None:
         key = step.state.identity_id.encode()
-        previous = self._load(key)
-        outbox = [] if previous is None else previous.outbox
+        outbox = self._read_outbox.pop(key, None)
+        if outbox is None:
+            previous = self._load(key)
+            outbox = [] if previous is None else previous.outbox
         outbox.extend(outgoing(step))
         self.table[key] = _STORED_ENCODER.encode(Stored(step.state, outbox))
 
@@ -144,6 +154,7 @@ class TableStore:
     def delivered(self, identity_id: str) -> None:
         """Everything in the identity's outbox was acknowledged: clear it (durably)."""
         key = identity_id.encode()
+        self._read_outbox.pop(key, None)
         stored = self._load(key)
         if stored is not None and stored.outbox:
             stored.outbox.clear()

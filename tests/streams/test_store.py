@@ -75,3 +75,16 @@ def test_the_table_store_keeps_what_a_step_publishes_until_it_is_delivered() -> 
     store.delivered("svc")
     assert store.outbox("svc") == []
     assert TableStore(table).outbox("svc") == [], "cleared in the table itself"
+
+
+def test_the_table_store_keeps_the_outbox_across_get_then_put() -> None:
+    store = TableStore({})
+    store.put(_step("svc", "active", T0, owner="alice"))
+
+    store.get("svc")
+    store.put(_step("svc", "active", T0, owner="alice"))
+    store.get("svc")
+    store.delivered("svc")
+    store.put(_step("svc", "active", T0, owner="alice"))
+
+    assert len(store.outbox("svc")) == 1, "only what was put after the delivery waits"
