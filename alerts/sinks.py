@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import BinaryIO, Protocol, TextIO
 
 from accessdrift.models.clock import format_us
-from accessdrift.models.findings import FindingRecord, Record, encode_record
+from accessdrift.models.findings import FindingRecord, Record, encode_record, happened_at_us
 from accessdrift.models.text import printable
 
 
@@ -60,11 +60,9 @@ class TextSink:
 
     def emit(self, record: Record) -> None:
         if isinstance(record, FindingRecord):
-            at_us = record.detected_at_us
-            if record.status == "resolved" and record.resolved_at_us is not None:
-                at_us = record.resolved_at_us
+            at = format_us(happened_at_us(record))
             line = (
-                f"{format_us(at_us)}  {record.status.upper():<9} {record.severity:<9} "
+                f"{at}  {record.status.upper():<9} {record.severity:<9} "
                 f"[{record.finding_id[:8]}]  {printable(record.summary)}"
             )
         else:

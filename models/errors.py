@@ -28,8 +28,8 @@ class ContractError(AccessdriftError, ValueError):
         super().__init__(f"{where}: {reason}" if where else reason)
 
 
-class PolicyError(AccessdriftError, ValueError):
-    """A policy file cannot be used; the message names the file and the field to fix."""
+class ConfigError(AccessdriftError, ValueError):
+    """A settings file cannot be used; the message names the file and the field to fix."""
 
     def __init__(self, path: str, field: str, reason: str) -> None:
         self.path = path
@@ -38,6 +38,10 @@ class PolicyError(AccessdriftError, ValueError):
         shown = printable(path)
         location = f"{shown}: {field}" if field else shown
         super().__init__(f"{location}: {reason}")
+
+
+class PolicyError(ConfigError):
+    """A policy file cannot be used; the message names the file and the field to fix."""
 
 
 class BrokerError(AccessdriftError, RuntimeError):

@@ -87,6 +87,24 @@ class OffboardingRecord(msgspec.Struct, frozen=True, kw_only=True):
 Record = FindingRecord | OffboardingRecord
 
 
+def happened_at_us(record: Record) -> int:
+    """When the record happened: detection for an open finding, the landing change for a
+    resolved one, completion for offboarding evidence."""
+    if isinstance(record, OffboardingRecord):
+        return record.completed_at_us
+    if record.status == "resolved" and record.resolved_at_us is not None:
+        return record.resolved_at_us
+    return record.detected_at_us
+
+
+def record_key(record: Record) -> str:
+    """What identifies this record among all records: a finding id and its status (the open and
+    the resolved record of one finding are two records), or the offboarding id."""
+    if isinstance(record, OffboardingRecord):
+        return record.offboarding_id
+    return f"{record.finding_id}.{record.status}"
+
+
 class ObligationEnded(msgspec.Struct, frozen=True, kw_only=True):
     """An obligation reached its end: met on time, met late (its finding resolved), withdrawn
     (never owed), or its exception expired with it unmet. The source of time-to-revoke metrics.
