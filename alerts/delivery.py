@@ -162,7 +162,7 @@ class Backoff:
     def delay_s(
         self, attempt: int, retry_after_s: float | None, draw: Callable[[], float]
     ) -> float:
-        ceiling_s = min(self.max_s, self.initial_s * 2 ** min(attempt, 32))
+        ceiling_s = min(self.max_s, self.initial_s * float(2 ** min(attempt, 32)))
         delay_s = draw() * ceiling_s
         if retry_after_s is not None:
             delay_s = max(delay_s, retry_after_s)

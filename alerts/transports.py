@@ -22,6 +22,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import aiohttp
@@ -46,10 +47,10 @@ def _network_error(service: str, error: BaseException) -> DeliveryError:
     return DeliveryError(f"{service} unreachable: {detail} (will retry)", retryable=True)
 
 
-def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
+def tls_context(ca_file: Path | None, verify: bool) -> ssl.SSLContext:
     """A client TLS context: the system's trust store, or `ca_file`; `verify` False only for
     development against a self-signed receiver."""
-    context = ssl.create_default_context(cafile=ca_file)
+    context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -275,7 +276,7 @@ class Syslog:
         if self._writer is not None and self._writer.is_closing():
             await self.close()
         if self._writer is None:
-            _, self._writer = await asyncio.wait_for(
+            _, writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     self._host,
                     self._port,
@@ -284,6 +285,7 @@ class Syslog:
                 ),
                 self._timeout_s,
             )
+            self._writer = writer
         return self._writer
 
     async def _datagrams(self) -> asyncio.DatagramTransport:

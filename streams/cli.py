@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
+import logging
 import math
 import os
 import signal
@@ -14,8 +16,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from accessdrift.alerts.notify import Source, serve
+from accessdrift.alerts.settings import build_sinks, load_notify_settings
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
 from accessdrift.models.clock import MAX_DURATION_S, parse_us
 from accessdrift.models.errors import BrokerError, PolicyError
@@ -198,6 +203,22 @@ def _parser() -> argparse.ArgumentParser:
         "dead-letter an event dated more than this many seconds ahead of wall time (wall clock; "
         "default 3600) or of the latest event of its partition (event clock; default 2592000)",
     )
+    notify = commands.add_parser(
+        "notify",
+        help="deliver findings from Kafka to SIEMs, syslog, webhooks and pagers",
+        description=(
+            "Read the findings topic and deliver every record to each sink of the settings file "
+            "(Splunk HEC, syslog, a Kafka topic, a signed webhook, PagerDuty, Alertmanager; see "
+            "the README). Each sink has its own consumer group and commits only what its "
+            "receiver accepted. Serves /metrics and /healthz on the web port. Stops cleanly on "
+            "Ctrl-C or SIGTERM."
+        ),
+    )
+    _env_flag(notify, "--config", "NOTIFY_CONFIG", None, "sinks settings file (TOML or YAML)")
+    _env_flag(notify, "--broker", "BROKER", DEFAULT_BROKER, "Kafka bootstrap address")
+    _topic_flag(notify)
+    _env_flag(notify, "--web-host", "NOTIFY_WEB_HOST", LOOPBACK, "address of the web server")
+    _env_flag(notify, "--web-port", "NOTIFY_WEB_PORT", "6067", "port of the web server")
     commands.add_parser(
         "demo",
         help="run the live pipeline on this machine: broker, worker and a scripted story",
@@ -376,6 +397,53 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _notify(args: argparse.Namespace) -> int:
+    if not args.config:
+        print(
+            "accessdrift: notify needs --config FILE (or ACCESSDRIFT_NOTIFY_CONFIG)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        topics = Topics.from_env().with_overrides(args.topic)
+        port = int(args.web_port)
+        settings = load_notify_settings(args.config)
+        sinks = build_sinks(settings, args.config, args.broker)
+    except ValueError as error:  # NotifySettingsError, a bad --topic or port
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        print(
+            f"accessdrift: delivering {topics.findings} to {', '.join(s.name for s in sinks)}; "
+            f"metrics at http://{args.web_host}:{port}/metrics",
+            file=sys.stderr,
+            flush=True,
+        )
+        await serve(
+            sinks,
+            settings,
+            Source(args.broker, topics.findings),
+            CollectorRegistry(),
+            args.web_host,
+            port,
+            stop,
+        )
+
+    try:
+        asyncio.run(run())
+    except BrokerError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print("accessdrift: notify stopped", file=sys.stderr)
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     del args
     return run_demo(sys.stdout, sys.stderr)
@@ -389,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "broker": _broker,
         "produce": _produce,
         "worker": _worker,
+        "notify": _notify,
         "demo": _demo,
     }
     try:
