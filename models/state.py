@@ -12,7 +12,7 @@ no step scans everything an identity has.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -28,6 +28,10 @@ from accessdrift.models.vocabulary import (
 )
 
 NEVER_US: Final = -(2**62)
+
+#: What became of a message: applied; a repeat of one already applied (the same event id at the
+#: same time); or stale, older than what is already known of the thing it is about.
+Admission = Literal["applied", "repeat", "stale"]
 
 #: A set of finding ids that iterates in insertion order (a dict with no values): output that
 #: depends on iteration order stays the same from run to run, which a hash-ordered set is not.
@@ -58,16 +62,18 @@ class Version(msgspec.Struct, gc=False, array_like=True):
     at_us: int = NEVER_US
     event_ids: list[str] = msgspec.field(default_factory=list)
 
-    def admit(self, at_us: int, event_id: str) -> bool:
-        """Record the event and return True if it is newer; False for a repeat or stale event."""
+    def admit(self, at_us: int, event_id: str) -> Admission:
+        """Record the event if it is newer (`applied`); else say it is a `repeat` or `stale`."""
         if at_us > self.at_us:
             self.at_us = at_us
             self.event_ids = [event_id]
-            return True
-        if at_us < self.at_us or event_id in self.event_ids:
-            return False
+            return "applied"
+        if at_us < self.at_us:
+            return "stale"
+        if event_id in self.event_ids:
+            return "repeat"
         self.event_ids.append(event_id)
-        return True
+        return "applied"
 
 
 class Grant(msgspec.Struct, gc=False):

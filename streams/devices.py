@@ -22,7 +22,7 @@ def route_device(
     """
     if state is None:
         state = DeviceState(message.device_id, message.posture, [], Version())
-    if not state.version.admit(message.occurred_at_us, message.event_id):
+    if state.version.admit(message.occurred_at_us, message.event_id) != "applied":
         return None
     previous = state.identity_ids
     bound = set(message.identity_ids)

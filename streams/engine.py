@@ -38,6 +38,7 @@ from accessdrift.models.messages import (
 from accessdrift.models.policy import Policy
 from accessdrift.models.state import (
     NEVER_US,
+    Admission,
     DeviceView,
     Grant,
     IdentityState,
@@ -52,7 +53,7 @@ from accessdrift.streams.rules.owner_departed import owner_key
 
 __all__ = ["Engine", "Limits", "Step"]
 
-_Handler = Callable[[Context, object], bool]
+_Handler = Callable[[Context, object], Admission]
 
 
 def _implementing(hook: str) -> tuple[Rule, ...]:
@@ -102,12 +103,11 @@ class Engine:
     def apply(self, state: IdentityState, message: IdentityMessage, now_us: int) -> Step:
         """Apply one message keyed to `state.identity_id`, then fire whatever is due at `now_us`."""
         ctx = self._context(state, now_us)
-        applied = self._handlers[type(message)](ctx, message)
-        return ctx.step(applied)
+        return ctx.step(self._handlers[type(message)](ctx, message))
 
     def advance(self, state: IdentityState, now_us: int) -> Step:
         """Let time pass to `now_us` with no new message: fire every obligation now overdue."""
-        return self._context(state, now_us).step(False)
+        return self._context(state, now_us).step(None)
 
     def wake_us(self, state: IdentityState) -> int | None:
         """The earliest time after which `advance` would emit something, or None."""
@@ -116,13 +116,13 @@ class Engine:
     def _context(self, state: IdentityState, now_us: int) -> Context:
         return Context(state, now_us, self.policy, self.grace_us, self.limits, self.rules)
 
-    # -- facts: each handler returns whether the message changed anything --------------------
+    # -- facts: each handler says whether it applied the message, or why not --------------------
 
-    def _on_status(self, ctx: Context, m: StatusChange) -> bool:
+    def _on_status(self, ctx: Context, m: StatusChange) -> Admission:
         s = ctx.s
         at_us = m.occurred_at_us
-        if not s.status_version.admit(at_us, m.event_id):
-            return False
+        if (admission := s.status_version.admit(at_us, m.event_id)) != "applied":
+            return admission
         change = StatusChanged(m.event_id, at_us, m.status, s.status, m.role, s.role)
         s.identity_kind = m.identity_kind
         s.role = m.role
@@ -139,9 +139,9 @@ class Engine:
         for rule in self._on_status_rules:
             rule.on_status(ctx, change)
         ctx.forget_old()
-        return True
+        return "applied"
 
-    def _on_entitlement(self, ctx: Context, m: EntitlementChange) -> bool:
+    def _on_entitlement(self, ctx: Context, m: EntitlementChange) -> Admission:
         s = ctx.s
         key = grant_key(m.system, m.entitlement)
         at_us = m.occurred_at_us
@@ -164,8 +164,8 @@ class Engine:
             )
             s.grants[key] = grant
             new_interval = granted
-        elif not grant.version.admit(at_us, m.event_id):
-            return False
+        elif (admission := grant.version.admit(at_us, m.event_id)) != "applied":
+            return admission
         elif m.action == "granted":
             if not grant.held:
                 new_interval = True
@@ -195,9 +195,9 @@ class Engine:
                     rules[trigger.trigger].oblige(ctx, trigger_key, trigger, grant)
         for rule in self._on_grant_rules:
             rule.on_grant(ctx, grant, new_interval)
-        return True
+        return "applied"
 
-    def _on_exception(self, ctx: Context, m: ExceptionGrant) -> bool:
+    def _on_exception(self, ctx: Context, m: ExceptionGrant) -> Admission:
         s = ctx.s
         waiver = s.waivers.get(m.exception_id)
         if waiver is None:
@@ -209,24 +209,24 @@ class Engine:
                 m.expires_at_us,
                 Version(),
             )
-        if not waiver.version.admit(m.occurred_at_us, m.event_id):
-            return False
+        if (admission := waiver.version.admit(m.occurred_at_us, m.event_id)) != "applied":
+            return admission
         waiver.system, waiver.entitlement = m.system, m.entitlement
         waiver.approved_at_us, waiver.expires_at_us = m.occurred_at_us, m.expires_at_us
         # What is still pending may now be deferred; a finding already open stays open.
         for ob in s.obligations.values():
             if ob.state == "pending":
                 ctx.schedule(ob)
-        return True
+        return "applied"
 
-    def _on_device(self, ctx: Context, m: DeviceSignal) -> bool:
+    def _on_device(self, ctx: Context, m: DeviceSignal) -> Admission:
         s = ctx.s
         at_us = m.occurred_at_us
         view = s.devices.get(m.device_id)
         if view is None:
             view = s.devices[m.device_id] = DeviceView(m.posture, m.bound, at_us, Version())
-        if not view.version.admit(at_us, m.event_id):
-            return False
+        if (admission := view.version.admit(at_us, m.event_id)) != "applied":
+            return admission
         if (view.posture, view.bound) != (m.posture, m.bound):
             view.posture, view.bound, view.since_us = m.posture, m.bound, at_us
         if view.trusted:
@@ -236,7 +236,7 @@ class Engine:
         for rule in self._on_device_rules:
             rule.on_device(ctx, m, view)
         ctx.forget_old()
-        return True
+        return "applied"
 
     def _disprove_device(self, ctx: Context, device_id: str, untrusted_since_us: int) -> None:
         """Device `device_id` has not been trusted since `untrusted_since_us`: what it seemed to
@@ -248,38 +248,39 @@ class Engine:
             trigger = ctx.s.triggers.get(ob.trigger_key) if ob.trigger_key else None
             self.rules[ob.trigger].reassess(ctx, ob, trigger)
 
-    def _on_owner_link(self, ctx: Context, m: OwnerLink) -> bool:
+    def _on_owner_link(self, ctx: Context, m: OwnerLink) -> Admission:
         s = ctx.s
         link = s.owned.get(m.nhi_id)
         if link is None:
             link = s.owned[m.nhi_id] = OwnedLink(m.linked, m.occurred_at_us, Version())
-        if not link.version.admit(m.occurred_at_us, m.event_id):
-            return False
+        if (admission := link.version.admit(m.occurred_at_us, m.event_id)) != "applied":
+            return admission
         link.linked, link.changed_at_us = m.linked, m.occurred_at_us
         if m.linked:
             ctx.messages.extend(self._owner_history(ctx, m.nhi_id, m.occurred_at_us))
-        return True
+        return "applied"
 
-    def _on_owner_signal(self, ctx: Context, m: OwnerSignal) -> bool:
+    def _on_owner_signal(self, ctx: Context, m: OwnerSignal) -> Admission:
         s = ctx.s
         if m.owner_id == s.owner_id:
-            if not s.owner_version.admit(m.occurred_at_us, m.event_id):
-                return False
+            if (admission := s.owner_version.admit(m.occurred_at_us, m.event_id)) != "applied":
+                return admission
             s.owner_heard = True
             timeline = s.owner_timeline
         elif m.owner_id == s.previous_owner_id:
-            if not s.previous_owner_version.admit(m.occurred_at_us, m.event_id):
-                return False
+            admission = s.previous_owner_version.admit(m.occurred_at_us, m.event_id)
+            if admission != "applied":
+                return admission
             timeline = s.previous_owner_timeline
         else:
-            return False
+            return "stale"  # from an owner the identity no longer has
         if m.status is not None:
             timeline.append((m.occurred_at_us, m.status, m.event_id))
             timeline.sort(key=lambda change: change[0])
             del timeline[: max(0, len(timeline) - ctx.limits.owner_timeline)]
         for rule in self._on_owner_rules:
             rule.on_owner(ctx, m)
-        return True
+        return "applied"
 
     # -- owners and their non-human identities -----------------------------------------------
 

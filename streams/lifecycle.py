@@ -40,6 +40,7 @@ from accessdrift.models.messages import IdentityMessage
 from accessdrift.models.policy import Policy
 from accessdrift.models.state import (
     NEVER_US,
+    Admission,
     IdentityState,
     Obligation,
     TriggerState,
@@ -104,30 +105,36 @@ def device_key(device_id: str) -> str:
 class Step:
     """What one engine step returns.
 
-    `state`: the identity's new state. `applied`: False when the message was a repeat or stale and
-    changed nothing. `records`: findings and offboarding records, in the order they happened.
+    `state`: the identity's new state. `admission`: what became of the message (`applied`, or a
+    `repeat` or `stale` one that changed nothing; None when time passed with no message).
+    `records`: findings and offboarding records, in the order they happened.
     `ended`: every obligation that reached its end. `messages`: messages for other identities, to
     deliver keyed by their `identity_id`. `wake_us`: the earliest time after which `advance`
     could emit something, or None.
     """
 
-    __slots__ = ("applied", "ended", "messages", "records", "state", "wake_us")
+    __slots__ = ("admission", "ended", "messages", "records", "state", "wake_us")
 
     def __init__(
         self,
         state: IdentityState,
-        applied: bool,
+        admission: Admission | None,
         records: list[Record],
         ended: list[ObligationEnded],
         messages: list[IdentityMessage],
         wake_us: int | None,
     ) -> None:
         self.state = state
-        self.applied = applied
+        self.admission = admission
         self.records = records
         self.ended = ended
         self.messages = messages
         self.wake_us = wake_us
+
+    @property
+    def applied(self) -> bool:
+        """Whether the step's message changed anything."""
+        return self.admission == "applied"
 
 
 class Context:
@@ -164,14 +171,14 @@ class Context:
         self.ended: list[ObligationEnded] = []
         self.messages: list[IdentityMessage] = []
 
-    def step(self, applied: bool) -> Step:
+    def step(self, admission: Admission | None) -> Step:
         """Fire what is due at `now_us`, emit evidence that is due, and return the step."""
         s = self.s
         if s.deadlines:
             self.fire_due()
         if s.status == "terminated":
             self.emit_evidence()
-        return Step(s, applied, self.records, self.ended, self.messages, self.wake_us())
+        return Step(s, admission, self.records, self.ended, self.messages, self.wake_us())
 
     # -- facts the rules ask about -----------------------------------------------------------
 

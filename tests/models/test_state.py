@@ -28,12 +28,12 @@ def grant(held: bool, granted_at: int | None, revoked_at: int | None = None) -> 
 def test_a_version_drops_stale_events_and_repeats_and_keeps_arrival_order_at_equal_times() -> None:
     version = Version()
 
-    assert version.admit(10, "e9")
-    assert not version.admit(10, "e9"), "a repeat"
-    assert version.admit(10, "e10"), "same time, later in arrival order, a smaller-looking id"
-    assert not version.admit(10, "e9"), "still a repeat after another event at that time"
-    assert not version.admit(9, "e1"), "stale"
-    assert version.admit(11, "e1")
+    assert version.admit(10, "e9") == "applied"
+    assert version.admit(10, "e9") == "repeat"
+    assert version.admit(10, "e10") == "applied", "same time, later in arrival order"
+    assert version.admit(10, "e9") == "repeat", "still a repeat after another event at that time"
+    assert version.admit(9, "e1") == "stale"
+    assert version.admit(11, "e1") == "applied"
     assert version == Version(11, ["e1"])
 
 
