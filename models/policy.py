@@ -102,6 +102,16 @@ class Policy(_Section):
     joiner: JoinerPolicy = JoinerPolicy()
     grant_while_inactive: GrantWhileInactivePolicy = GrantWhileInactivePolicy()
 
+    def windows_s(self) -> set[int]:
+        """Every control window in the policy (seconds), whichever trigger it belongs to."""
+        windows = set()
+        for name in type(self).model_fields:
+            section = getattr(self, name)
+            for field in type(section).model_fields:
+                if field.endswith("window_s"):
+                    windows.add(int(getattr(section, field)))
+        return windows
+
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file. Raises PolicyError naming the file and the field."""

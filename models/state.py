@@ -32,6 +32,7 @@ NEVER_US: Final = -(2**62)
 #: What became of a message: applied; a repeat of one already applied (the same event id at the
 #: same time); or stale, older than what is already known of the thing it is about.
 Admission = Literal["applied", "repeat", "stale"]
+Ignored = Literal["repeat", "stale"]
 
 #: A set of finding ids that iterates in insertion order (a dict with no values): output that
 #: depends on iteration order stays the same from run to run, which a hash-ordered set is not.

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from accessdrift.alerts.notify import Source, serve
-from accessdrift.alerts.settings import build_sinks, load_notify_settings
+from accessdrift.alerts.settings import SecretRef, build_sinks, load_notify_settings
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
 from accessdrift.models.clock import MAX_DURATION_S, parse_us
 from accessdrift.models.errors import BrokerError, PolicyError
@@ -180,7 +180,16 @@ def _parser() -> argparse.ArgumentParser:
     _topic_flag(work)
     _env_flag(work, "--app-id", "APP_ID", "accessdrift", "consumer group and internal topic prefix")
     _env_flag(work, "--partitions", "PARTITIONS", "8", "partitions of internal topics and tables")
-    _env_flag(work, "--web-port", "WEB_PORT", "6066", "port of the worker's web server (loopback)")
+    _env_flag(work, "--web-host", "WEB_HOST", LOOPBACK, "address the worker's web server binds")
+    _env_flag(work, "--web-port", "WEB_PORT", "6066", "port of the worker's web server")
+    _env_flag(
+        work,
+        "--api-token-file",
+        "API_TOKEN_FILE",
+        None,
+        "file holding the bearer token of the access-picture API (or set ACCESSDRIFT_API_TOKEN); "
+        "without one the API answers 401",
+    )
     _env_flag(work, "--store", "STORE", "memory", "table store: memory, or rocksdb (rocksdict)")
     _env_flag(work, "--data-dir", "DATA_DIR", ".accessdrift", "where a rocksdb store keeps data")
     _env_flag(work, "--grace", "GRACE_S", "60", "seconds of lateness tolerated after a deadline")
@@ -366,6 +375,14 @@ def _produce(args: argparse.Namespace) -> int:
     return EXIT_REJECTED if summary.rejected else EXIT_OK
 
 
+def _api_token(path: str | None) -> SecretStr | None:
+    """The API token from a file, or ACCESSDRIFT_API_TOKEN, or None (the API stays shut)."""
+    if path:
+        return SecretRef(file=Path(path)).read(os.environ)
+    value = os.environ.get("ACCESSDRIFT_API_TOKEN")
+    return SecretStr(value) if value else None
+
+
 def _worker(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy) if args.policy else Policy()
@@ -377,7 +394,14 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"accessdrift: unknown store {args.store!r}: use memory or rocksdb", file=sys.stderr)
         return EXIT_USAGE
     try:
+        token = _api_token(args.api_token_file)
+    except ValueError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         settings = WorkerSettings(
+            api_token=token,
+            web_host=args.web_host,
             app_id=args.app_id,
             broker=args.broker,
             topics=Topics.from_env().with_overrides(args.topic),

@@ -7,14 +7,14 @@ DeviceSignal messages keyed by identity, so the identity engine can run partitio
 from __future__ import annotations
 
 from accessdrift.models.messages import DevicePosture, DeviceSignal
-from accessdrift.models.state import DeviceState, Version
+from accessdrift.models.state import DeviceState, Ignored, Version
 
 
 def route_device(
     state: DeviceState | None, message: DevicePosture
-) -> tuple[DeviceState, list[DeviceSignal]] | None:
+) -> tuple[DeviceState, list[DeviceSignal]] | Ignored:
     """Apply a posture event to a device (in place); return its state and the signals for
-    identities, or None for a repeated or stale event, which changes nothing.
+    identities; for a repeated or stale event, which changes nothing, which of the two it was.
 
     Every identity bound after the event hears the device's posture; every identity that lost the
     binding hears that it is no longer bound. The work is linear in the identities the event and
@@ -22,8 +22,9 @@ def route_device(
     """
     if state is None:
         state = DeviceState(message.device_id, message.posture, [], Version())
-    if state.version.admit(message.occurred_at_us, message.event_id) != "applied":
-        return None
+    admission = state.version.admit(message.occurred_at_us, message.event_id)
+    if admission != "applied":
+        return admission
     previous = state.identity_ids
     bound = set(message.identity_ids)
     signals = [

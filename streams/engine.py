@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Final
 
 from accessdrift.models.clock import MAX_DURATION_S, US_PER_S
+from accessdrift.models.findings import FindingRecord
 from accessdrift.models.messages import (
     DeviceSignal,
     EntitlementChange,
@@ -112,6 +113,11 @@ class Engine:
     def wake_us(self, state: IdentityState) -> int | None:
         """The earliest time after which `advance` would emit something, or None."""
         return self._context(state, NEVER_US).wake_us()
+
+    def open_findings(self, state: IdentityState) -> list[FindingRecord]:
+        """The open record of every finding of `state` open now (as it was published)."""
+        ctx = self._context(state, NEVER_US)
+        return [ctx.finding(ob) for ob in state.obligations.values() if ob.state == "open"]
 
     def _context(self, state: IdentityState, now_us: int) -> Context:
         return Context(state, now_us, self.policy, self.grace_us, self.limits, self.rules)

@@ -47,9 +47,9 @@ class LocalRuntime:
         messages: list[IdentityMessage]
         if isinstance(message, DevicePosture):
             routed = self.processor.route(message)
-            applied = routed is not None
+            applied = not isinstance(routed, str)
             messages = []
-            if routed is not None:
+            if not isinstance(routed, str):
                 self.processor.keep_device(routed[0])
                 messages = list(routed[1])
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from accessdrift.models.messages import DevicePosture, DeviceSignal, IdentityMessage
-from accessdrift.models.state import DeviceState
+from accessdrift.models.state import DeviceState, Ignored
 from accessdrift.streams.deadlines import DeadlineIndex
 from accessdrift.streams.devices import route_device
 from accessdrift.streams.engine import Engine, Step
@@ -41,10 +41,11 @@ class Processor:
             state = self.engine.new_state(message.identity_id)
         return self._keep(self.engine.apply(state, message, now_us))
 
-    def route(self, message: DevicePosture) -> tuple[DeviceState, list[DeviceSignal]] | None:
-        """One posture event for one device: its new state and the signals for identities (None:
-        a repeat). The shell stores the state with `keep_device` once the signals are safely on
-        their way: stored first, a crash in between would make the event a repeat and lose them."""
+    def route(self, message: DevicePosture) -> tuple[DeviceState, list[DeviceSignal]] | Ignored:
+        """One posture event for one device: its new state and the signals for identities (or
+        why it was ignored: a repeat or stale). The shell stores the state with `keep_device`
+        once the signals are safely on their way: stored first, a crash in between would make
+        the event a repeat and lose them."""
         return route_device(self.devices.get(message.device_id), message)
 
     def keep_device(self, state: DeviceState) -> None:

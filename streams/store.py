@@ -133,6 +133,11 @@ class TableStore:
         self._read_outbox[key] = stored.outbox
         return stored.state
 
+    def peek(self, identity_id: str) -> IdentityState | None:
+        """The stored state, read outside the processing loop (the API): changes nothing."""
+        stored = self._load(identity_id.encode())
+        return None if stored is None else stored.state
+
     def put(self, step: Step) -> None:
         key = step.state.identity_id.encode()
         outbox = self._read_outbox.pop(key, None)

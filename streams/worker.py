@@ -40,8 +40,8 @@ from typing import Any, Final
 import faust
 import msgspec
 from aiokafka.partitioner import DefaultPartitioner
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from accessdrift.models.clock import MAX_DURATION_S, US_PER_S, format_duration_s, format_us
 from accessdrift.models.errors import ContractError
@@ -52,13 +52,22 @@ from accessdrift.models.events import (
     IDENTITY_STATUS,
     decode_event,
 )
-from accessdrift.models.messages import DevicePosture, IdentityMessage, InputMessage
+from accessdrift.models.messages import (
+    DevicePosture,
+    EntitlementChange,
+    ExceptionGrant,
+    IdentityMessage,
+    InputMessage,
+    StatusChange,
+)
 from accessdrift.models.policy import Policy
 from accessdrift.models.state import NEVER_US
 from accessdrift.models.text import printable
+from accessdrift.streams.api import Api
+from accessdrift.streams.census import Census
 from accessdrift.streams.deadlines import DeadlineIndex
 from accessdrift.streams.engine import Engine, Step
-from accessdrift.streams.metrics import WorkerMetrics
+from accessdrift.streams.metrics import EventOutcome, WorkerMetrics
 from accessdrift.streams.processor import Processor
 from accessdrift.streams.settings import Topics
 from accessdrift.streams.store import FINDING, TableDevices, TableStore, encode_message
@@ -84,6 +93,12 @@ _RAW: Final[dict[str, Any]] = {
 }
 #: Input topics whose records go to the identity inbox (device posture goes to the device inbox).
 IDENTITY_STREAMS: Final = (IDENTITY_STATUS, ENTITLEMENT_CHANGE, ACCESS_EXCEPTION)
+#: The input stream each identity-inbox message came from (the others are the engine's own).
+STREAM_OF_MESSAGE: Final[dict[type, str]] = {
+    StatusChange: IDENTITY_STATUS,
+    EntitlementChange: ENTITLEMENT_CHANGE,
+    ExceptionGrant: ACCESS_EXCEPTION,
+}
 #: How far ahead of the reference an event may be dated before it is dead-lettered, by clock
 #: mode: wall time itself live; the event clock (history can have gaps) in a backfill.
 DEFAULT_MAX_AHEAD_S: Final[dict[ClockMode, int]] = {"wall": 3600, "event": 30 * 86_400}
@@ -112,6 +127,8 @@ class WorkerSettings(BaseModel):
     #: of its partition (`event`); None: the mode's default.
     max_ahead_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
     session_timeout_s: float = Field(default=30.0, gt=0)
+    #: The bearer token of the access-picture API; None keeps the API shut.
+    api_token: SecretStr | None = None
 
     @property
     def max_ahead_us(self) -> int:
@@ -179,7 +196,8 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     worker's web port.
     """
     engine = Engine(policy, grace_s=settings.grace_s)
-    metrics = WorkerMetrics(registry)
+    census = Census()
+    progress = Progress()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
@@ -194,6 +212,12 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        # faust's own pages would show table contents and the cluster's layout to anyone who
+        # can reach the port; the worker's API (streams/api.py) is what is served.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
     )
     topics = settings.topics
     identity_inbox = app.topic(f"{settings.app_id}.identity-inbox", internal=True, **_RAW)
@@ -213,7 +237,20 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     owned_identities: dict[int, IdentityPartition] = {}
     device_marks: dict[int, Watermarks] = {}
     device_processor = Processor(engine, store, device_store)
-    progress = Progress()
+    stream_of_topic = {
+        topics.for_stream(name): name for name in (*IDENTITY_STREAMS, DEVICE_POSTURE)
+    }
+
+    def input_watermarks() -> dict[str, int]:
+        """Per stream, the oldest of the newest event times read from each owned partition."""
+        marks: dict[str, int] = {}
+        for (topic, _), latest_us in list(progress.inputs.latest_us.items()):
+            stream = stream_of_topic.get(topic)
+            if stream is not None:
+                marks[stream] = min(marks.get(stream, latest_us), latest_us)
+        return marks
+
+    metrics = WorkerMetrics(registry, policy, census, input_watermarks)
 
     def partition_of(key: bytes) -> int:
         partition: int = partitioner(key, all_partitions, all_partitions)
@@ -236,12 +273,14 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         store.delivered(identity_id)
         await app.producer.flush()
 
-    async def published(step: Step) -> None:
-        metrics.count_ended(step.ended)
+    async def published(step: Step, message: IdentityMessage | None = None) -> None:
+        metrics.count_step(step.records, step.ended)
+        census.track(step, message)
         await deliver(step.state.identity_id)
 
-    async def dead_letter(event: Any, reason: str) -> None:
+    async def dead_letter(event: Any, stream: str, outcome: EventOutcome, reason: str) -> None:
         message = event.message
+        metrics.count_event(stream, outcome)
         reason = printable(reason, 1000)
         log.warning(
             "dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
@@ -260,28 +299,31 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
 
     # -- ingest: validate and forward --------------------------------------------------------
 
-    def decode(stream_name: str, event: Any) -> InputMessage:
-        message = decode_event(stream_name, event.value).to_message()
+    def implausible(message: InputMessage, event: Any, wall_us: int) -> str | None:
         source = event.message
         latest_us = max(
             [progress.inputs.latest_us.get((source.topic, source.partition), NEVER_US)]
             + [owned.watermarks.clock_us for owned in owned_identities.values()]
         )
-        problem = plausibility_error(message.occurred_at_us, settings, latest_us, _wall_us())
-        if problem is not None:
-            raise ContractError("", problem)
-        return message
+        return plausibility_error(message.occurred_at_us, settings, latest_us, wall_us)
 
     def ingest(stream_name: str) -> Callable[[Any], Coroutine[Any, Any, None]]:
         async def validate_and_forward(stream: Any) -> None:
             async for event in stream.events():
                 source = event.message
+                wall_us = _wall_us()
                 try:
-                    message = decode(stream_name, event)
+                    message = decode_event(stream_name, event.value).to_message()
                 except ContractError as error:
-                    await dead_letter(event, str(error))
+                    await dead_letter(event, stream_name, "deadlettered", str(error))
                     progress.inputs.read(source.topic, source.partition, source.offset, None)
                     continue
+                problem = implausible(message, event, wall_us)
+                if problem is not None:
+                    await dead_letter(event, stream_name, "implausible", problem)
+                    progress.inputs.read(source.topic, source.partition, source.offset, None)
+                    continue
+                metrics.read_event(stream_name, message.occurred_at_us, wall_us)
                 if isinstance(message, DevicePosture):
                     key = message.device_id.encode()
                     await device_inbox.send(key=key, value=_ENCODER.encode(message))
@@ -314,6 +356,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         for key, state, waiting in store.entries():
             if partition_of(key) == partition:
                 index.set(state.identity_id, engine.wake_us(state))
+                census.load(state, engine.open_findings(state))
                 if waiting:
                     undelivered.append(state.identity_id)
         watermarks = Watermarks(
@@ -346,6 +389,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         )
         if clock_us == before_us:
             return
+        census.advance(clock_us)
         clocks_table[str(partition).encode()] = _ENCODER.encode(clock_us)
         for step in list(owned.processor.advance(clock_us)):
             await published(step)
@@ -358,8 +402,12 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
             message = _IDENTITY_INBOX.decode(event.value)
             if isinstance(message, Mark):
                 await on_mark(partition, owned, message)
-            else:
-                await published(owned.processor.apply(message, owned.now_us))
+                continue
+            step = owned.processor.apply(message, owned.now_us)
+            stream = STREAM_OF_MESSAGE.get(type(message))
+            if stream is not None and step.admission is not None:
+                metrics.count_event(stream, step.admission)
+            await published(step, message)
 
     # -- devices ------------------------------------------------------------------------------
 
@@ -378,7 +426,8 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
                     progress.inboxes[("device", partition)] = Report("device", "", partition, *own)
                 continue
             routed = device_processor.route(message)
-            if routed is None:
+            metrics.count_event(DEVICE_POSTURE, "applied" if isinstance(routed, tuple) else routed)
+            if not isinstance(routed, tuple):
                 continue
             state, signals = routed
             # Signals first, acknowledged, then the device's state: after a crash in between the
@@ -434,16 +483,25 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
             await device_inbox.send(value=value, partition=partition)
 
     def forget_partitions(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        census.forget()
         owned_identities.clear()
         device_marks.clear()
         progress.inboxes.clear()
         progress.log_start.clear()
 
-    async def serve_metrics(web: Any, request: Any) -> Any:
-        # The exposition content type carries parameters, which aiohttp only takes as a header.
-        return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def clock_of(identity_id: str) -> int:
+        owned = owned_identities.get(partition_of(identity_id.encode()))
+        return NEVER_US if owned is None else owned.now_us
 
-    app.page("/metrics")(serve_metrics)
+    Api(
+        app,
+        settings.api_token,
+        registry,
+        census,
+        store.peek,
+        clock_of,
+        lambda: sorted(owned_identities),
+    ).install()
     app.timer(interval=settings.tick_interval_s)(send_marks)
     app.on_partitions_revoked.connect(forget_partitions)  # type: ignore[arg-type]  # mode stubs
 
