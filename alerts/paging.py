@@ -18,6 +18,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -57,32 +58,31 @@ def dedup_key(finding_id: str) -> str:
     return key if len(key) <= 255 else DEDUP_PREFIX + stable_id(finding_id)
 
 
-class TokenBucket:
-    """At most `rate_per_minute` requests a minute on average, bursts up to the same number."""
+class RateLimit:
+    """At most `per_minute` requests in any 60 seconds (a sliding window: a token bucket would
+    let a full burst and a minute's refill through in one minute)."""
 
     def __init__(
         self,
-        rate_per_minute: int,
+        per_minute: int,
         *,
         monotonic_s: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._capacity = float(rate_per_minute)
-        self._per_s = rate_per_minute / 60.0
-        self._tokens = self._capacity
+        self._per_minute = per_minute
+        self._sent: deque[float] = deque()
         self._monotonic_s = monotonic_s
         self._sleep = sleep
-        self._at_s = monotonic_s()
 
     async def take(self) -> None:
         while True:
             now_s = self._monotonic_s()
-            self._tokens = min(self._capacity, self._tokens + (now_s - self._at_s) * self._per_s)
-            self._at_s = now_s
-            if self._tokens >= 1:
-                self._tokens -= 1
+            while self._sent and self._sent[0] <= now_s - 60:
+                self._sent.popleft()
+            if len(self._sent) < self._per_minute:
+                self._sent.append(now_s)
                 return
-            await self._sleep((1 - self._tokens) / self._per_s)
+            await self._sleep(self._sent[0] + 60 - now_s)
 
 
 def _summary(text: str) -> str:
@@ -124,7 +124,7 @@ class PagerDuty:
         min_severity: Severity = "high",
         group_above: int = 5,
         rate_per_minute: int = 120,
-        bucket: TokenBucket | None = None,
+        limit: RateLimit | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.name = name
@@ -132,7 +132,7 @@ class PagerDuty:
         self._url = url
         self._min_rank = SEVERITY_RANK[min_severity]
         self._group_above = group_above
-        self._bucket = bucket or TokenBucket(rate_per_minute)
+        self._limit = limit or RateLimit(rate_per_minute)
         self._http = HttpClient(None, timeout_s)
         #: finding id → the dedup key of the grouped page it belongs to; group key → members.
         self._group_of: dict[str, str] = {}
@@ -223,7 +223,7 @@ class PagerDuty:
         if payload is not None:
             event["payload"] = payload
             event["client"] = "accessdrift"
-        await self._bucket.take()
+        await self._limit.take()
         await self._http.post(
             "PagerDuty", self._url, _JSON.encode(event), {"Content-Type": "application/json"}
         )
