@@ -115,7 +115,11 @@ def test_the_same_settings_in_yaml(tmp_path: Path) -> None:
     ("text", "field", "reason"),
     [
         ("[[sink]]\nname='x'\ntype='carrier_pigeon'\n", "sink[0]", "does not match any"),
-        ("[[sink]]\nname='x'\ntype='syslog'\nhost='h'\nport=0\n", "sink[0].syslog.port", "greater than or equal to 1"),
+        (
+            "[[sink]]\nname='x'\ntype='syslog'\nhost='h'\nport=0\n",
+            "sink[0].syslog.port",
+            "greater than or equal to 1",
+        ),
         (
             "[[sink]]\nname='x'\ntype='splunk_hec'\nurl='ftp://x'\ntoken={env='T'}\n",
             "sink[0].splunk_hec.url",
