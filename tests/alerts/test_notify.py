@@ -1,0 +1,183 @@
+"""`accessdrift notify` end to end: a real process reading a findings topic on the embedded
+broker, delivering to stand-in Splunk HEC and PagerDuty receivers. A receiver that is down loses
+nothing; a killed service, restarted, resends only what was not acknowledged; a mass failure is
+one page; no secret reaches the log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from accessdrift.models.findings import FindingRecord, encode_record
+from accessdrift.streams.broker import EmbeddedBroker, free_port
+from tests.alerts.records import many, resolved
+from tests.alerts.standins import Answer, Seen, StandIn
+from tests.kafka import create_topics, wait_consumed
+from tests.workers import ACCESSDRIFT
+
+HEC_TOKEN = "hec-0b1c2d3e4f"
+PD_KEY = "pdkey-9a8b7c6d5e"
+
+
+def _publish(bootstrap: str, topic: str, records: list[FindingRecord]) -> None:
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for record in records:
+                await producer.send(topic, encode_record(record), key=record.identity_id.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+class Outage:
+    """Whether the HEC stand-in is down, and what it accepted."""
+
+    def __init__(self) -> None:
+        self.down = threading.Event()
+        self.accepted: list[str] = []
+
+    def respond(self, seen: Seen, index: int) -> Answer:
+        if self.down.is_set():
+            return Answer(503, {"text": "Server is busy", "code": 9})
+        self.accepted.extend(e["fields"]["record_id"] for e in seen.json_lines())
+        return Answer()
+
+
+class Notify:
+    """An `accessdrift notify` process."""
+
+    def __init__(self, config: Path, bootstrap: str, topic: str, log: Path) -> None:
+        self.log = log
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "HEC_TOKEN": HEC_TOKEN,
+            "PD_KEY": PD_KEY,
+            "ACCESSDRIFT_TOPIC_FINDINGS": topic,
+        }
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [ACCESSDRIFT, "notify", "--config", str(config), "--broker", bootstrap,
+                 "--web-port", str(self.port)],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process.wait()
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def setup(
+    broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    run = f"notify-{request.node.name[-20:]}-{time.monotonic_ns() % 10**6}"
+    topic = f"{run}.findings"
+    create_topics(broker.bootstrap, [topic])
+    return {"run": run, "topic": topic, "home": tmp_path}
+
+
+def _config(home: Path, hec: str, pd: str, run: str) -> Path:
+    path = home / "notify.toml"
+    path.write_text(
+        f'group_prefix = "{run}"\nlinger = "2s"\n'
+        '[retry]\ninitial_backoff = "0s"\nmax_backoff = "1s"\n'
+        f'[[sink]]\nname = "splunk"\ntype = "splunk_hec"\nurl = "{hec}"\n'
+        'token = { env = "HEC_TOKEN" }\nformat = "ocsf"\nbatch = 7\n'
+        f'[[sink]]\nname = "oncall"\ntype = "pagerduty"\nurl = "{pd}/v2/enqueue"\n'
+        'routing_key = { env = "PD_KEY" }\nmin_severity = "high"\ngroup_above = 5\n'
+    )
+    return path
+
+
+def test_an_outage_and_a_killed_service_lose_nothing_and_resend_only_the_unacknowledged(
+    broker: EmbeddedBroker, setup: dict[str, Any]
+) -> None:
+    home, topic, run = setup["home"], setup["topic"], setup["run"]
+    records = many(30, severity="low")  # below the pager's threshold: this test is about HEC
+    outage = Outage()
+    log = home / "notify.log"
+    with StandIn(outage.respond) as hec, StandIn() as pd:
+        config = _config(home, hec.url, pd.url, run)
+        _publish(broker.bootstrap, topic, records[:20])
+        notify = Notify(config, broker.bootstrap, topic, log)
+        try:
+            _wait(lambda: len(set(outage.accepted)) == 20, 60, "the first 20 records")
+            wait_consumed(broker.bootstrap, f"{run}.splunk", [topic])
+
+            outage.down.set()
+            _publish(broker.bootstrap, topic, records[20:])
+            _wait(lambda: len(hec.seen) > 20 // 7 + 5, 30, "retries during the outage")
+            notify.process.kill()
+            notify.process.wait()
+        finally:
+            notify.stop()
+
+        outage.down.clear()
+        notify = Notify(config, broker.bootstrap, topic, log)
+        try:
+            _wait(lambda: len(set(outage.accepted)) == 30, 60, "the rest after the restart")
+            wait_consumed(broker.bootstrap, f"{run}.splunk", [topic])
+        finally:
+            notify.stop()
+
+    expected = {f"{r.finding_id}.open" for r in records}
+    assert set(outage.accepted) == expected, "nothing lost"
+    repeats = [key for key, n in Counter(outage.accepted).items() if n > 1]
+    assert repeats == [], "nothing the receiver accepted was sent again"
+    text = log.read_text()
+    assert "Splunk HEC answered 503" in text
+    assert HEC_TOKEN not in text
+    assert PD_KEY not in text
+
+
+def test_a_mass_failure_is_one_page_and_resolving_them_all_resolves_it(
+    broker: EmbeddedBroker, setup: dict[str, Any]
+) -> None:
+    home, topic, run = setup["home"], setup["topic"], setup["run"]
+    burst = many(40, severity="critical")
+    with StandIn() as hec, StandIn(lambda s, i: Answer(202, {"status": "success"})) as pd:
+        config = _config(home, hec.url, pd.url, run)
+        _publish(broker.bootstrap, topic, burst)
+        notify = Notify(config, broker.bootstrap, topic, home / "notify.log")
+        try:
+            _wait(lambda: len(pd.seen) >= 1, 60, "the page")
+            wait_consumed(broker.bootstrap, f"{run}.oncall", [topic])
+            _publish(broker.bootstrap, topic, [resolved(r) for r in burst])
+            _wait(lambda: len(pd.seen) >= 2, 60, "the resolve")
+            wait_consumed(broker.bootstrap, f"{run}.oncall", [topic])
+        finally:
+            notify.stop()
+
+    events = [s.json() for s in pd.seen]
+    assert [e["event_action"] for e in events] == ["trigger", "resolve"]
+    assert events[0]["payload"]["custom_details"]["count"] == 40
+    assert events[0]["dedup_key"] == events[1]["dedup_key"]
