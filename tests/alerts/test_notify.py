@@ -96,9 +96,7 @@ def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 @pytest.fixture
-def setup(
-    broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest
-) -> dict[str, Any]:
+def setup(broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
     run = f"notify-{request.node.name[-20:]}-{time.monotonic_ns() % 10**6}"
     topic = f"{run}.findings"
     create_topics(broker.bootstrap, [topic])
