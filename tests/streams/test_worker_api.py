@@ -1,0 +1,244 @@
+"""The worker's web server after a live scenario: the access-picture API behind its token, and
+Debian's Prometheus scraping `/metrics` and answering PromQL about time-to-revoke."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accessdrift.streams.broker import EmbeddedBroker, free_port
+from tests.servers import http_ok, need, running
+from tests.streams.test_worker import Worker
+from tests.workers import WorkerProcess, worker_env
+
+TOKEN = "api-token-5ee3b1"
+POLICY = """
+[leaver]
+window = "6s"
+privileged_window = "3s"
+"""
+
+
+@dataclass
+class Scenario:
+    worker: Worker
+    url: str
+    alice: str
+    bob: str
+    log: Path
+
+
+def _at(base: datetime, offset_s: float) -> str:
+    return (base + timedelta(seconds=offset_s)).isoformat().replace("+00:00", "Z")
+
+
+def _events(alice: str, bob: str) -> list[dict[str, object]]:
+    """Two leavers terminated 30 s ago. alice's admin role goes after 1 s (within its 3 s
+    window), her chat seat after 8 s (its window is 6 s); bob's admin role after 5 s (late) and
+    his tracker seat never."""
+    base = datetime.now(UTC) - timedelta(seconds=30)
+
+    def status(who: str, event: str, at: float, value: str) -> dict[str, object]:
+        return {
+            "topic": "identity.status",
+            "value": {"event_id": event, "occurred_at": _at(base, at), "identity_id": who,
+                      "status": value},
+        }  # fmt: skip
+
+    def change(who: str, event: str, at: float, system: str, action: str, privileged: bool):  # type: ignore[no-untyped-def]
+        return {
+            "topic": "entitlement.change",
+            "value": {"event_id": event, "occurred_at": _at(base, at), "identity_id": who,
+                      "system": system, "entitlement": "admin" if privileged else "seat",
+                      "action": action, "privileged": privileged},
+        }  # fmt: skip
+
+    return [
+        status(alice, "a1", -60, "active"),
+        {
+            "topic": "device.posture",
+            "value": {
+                "event_id": "d1",
+                "occurred_at": _at(base, -59),
+                "device_id": f"mac-{alice}",
+                "posture": "compliant",
+                "identity_ids": [alice],
+            },
+        },
+        change(alice, "a2", -58, "github", "granted", True),
+        change(alice, "a3", -58, "slack", "granted", False),
+        status(bob, "b1", -60, "active"),
+        change(bob, "b2", -58, "github", "granted", True),
+        change(bob, "b3", -58, "jira", "granted", False),
+        status(alice, "a4", 0, "terminated"),
+        status(bob, "b4", 0, "terminated"),
+        change(alice, "a5", 1, "github", "revoked", True),
+        change(alice, "a6", 8, "slack", "revoked", False),
+        change(bob, "b5", 5, "github", "revoked", True),
+    ]
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scenario]:
+    home = tmp_path_factory.mktemp("api")
+    (home / "policy.toml").write_text(POLICY)
+    env = worker_env(broker, uuid.uuid4().hex[:8], home / "policy.toml", 0, home / "data")
+    env["ACCESSDRIFT_API_TOKEN"] = TOKEN
+    process = WorkerProcess(env, home, "worker")
+    try:
+        process.wait_ready()
+        worker = Worker(broker, env, process.web_port)
+        suffix = uuid.uuid4().hex[:6]
+        alice, bob = f"alice-{suffix}", f"bob-{suffix}"
+        worker.produce(home, *_events(alice, bob))
+        records = [r for r in worker.findings(5, 60) if r["record_type"] == "finding"]
+        assert len(records) == 5, records
+        yield Scenario(worker, f"http://127.0.0.1:{process.web_port}", alice, bob, process.log)
+    finally:
+        process.stop()
+
+
+def _get(url: str, token: str | None = TOKEN) -> tuple[int, dict[str, Any], dict[str, str]]:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        try:
+            return error.code, json.loads(body), dict(error.headers)
+        except ValueError:
+            return error.code, {"text": body.decode(errors="replace")}, dict(error.headers)
+
+
+def test_without_a_valid_token_the_api_answers_401_and_no_data(scenario: Scenario) -> None:
+    for path in (f"/identities/{scenario.alice}", "/findings?status=open"):
+        for token in (None, "wrong", TOKEN + "x", ""):
+            status, body, headers = _get(scenario.url + path, token)
+            assert status == 401, (path, token)
+            assert set(body) == {"error"}
+            assert scenario.alice not in json.dumps(body)
+            assert headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, _ = _get(scenario.url + f"/identities/{scenario.alice}", None)
+    assert status == 401
+
+
+def test_faust_pages_that_would_show_table_data_are_off(scenario: Scenario) -> None:
+    for path in ("/table/", "/table/identities/", "/router/", "/graph/"):
+        status, _, _ = _get(scenario.url + path, None)
+        assert status == 404, path
+
+
+def test_health_readiness_and_metrics_need_no_token(scenario: Scenario) -> None:
+    assert _get(scenario.url + "/healthz", None)[:2] == (200, {"status": "ok"})
+    assert _get(scenario.url + "/readyz", None)[:2] == (200, {"status": "ready"})
+    with urllib.request.urlopen(scenario.url + "/metrics", timeout=10) as response:
+        assert b"accessdrift_time_to_revoke_seconds_bucket" in response.read()
+
+
+def test_the_access_picture_of_a_leaver_with_access_left(scenario: Scenario) -> None:
+    status, picture, _ = _get(scenario.url + f"/identities/{scenario.bob}")
+
+    assert status == 200
+    assert picture["identity_id"] == scenario.bob
+    assert picture["status"] == "terminated"
+    assert [(e["system"], e["entitlement"]) for e in picture["entitlements"]] == [("jira", "seat")]
+    (obligation,) = picture["obligations"]
+    assert obligation["trigger"] == "leaver"
+    assert obligation["state"] == "open"
+    assert (obligation["system"], obligation["entitlement"]) == ("jira", "seat")
+    assert obligation["deadline"] > obligation["triggered_at"]
+    assert picture["exceptions"] == []
+
+
+def test_the_access_picture_of_a_completed_offboarding(scenario: Scenario) -> None:
+    status, picture, _ = _get(scenario.url + f"/identities/{scenario.alice}")
+
+    assert status == 200
+    assert picture["entitlements"] == []
+    assert picture["obligations"] == []
+    (device,) = picture["devices"]
+    assert device["device_id"] == f"mac-{scenario.alice}"
+    assert device["posture"] == "compliant"
+    assert device["trusted"] is True
+
+
+def test_an_unknown_identity_is_404(scenario: Scenario) -> None:
+    status, body, _ = _get(scenario.url + "/identities/nobody-at-all")
+    assert status == 404
+    assert "no event has named" in body["error"]
+
+
+def test_open_findings(scenario: Scenario) -> None:
+    status, body, _ = _get(scenario.url + "/findings?status=open")
+    mine = [f for f in body["findings"] if f["identity_id"] in (scenario.alice, scenario.bob)]
+
+    assert status == 200
+    assert [(f["identity_id"], f["system"], f["status"]) for f in mine] == [
+        (scenario.bob, "jira", "open")
+    ]
+    assert body["truncated"] is False
+    assert _get(scenario.url + "/findings?status=resolved")[0] == 400
+    assert _get(scenario.url + "/findings?limit=0")[0] == 400
+
+
+def test_the_token_is_never_logged(scenario: Scenario) -> None:
+    assert TOKEN not in scenario.log.read_text(errors="replace")
+
+
+def _promql(prometheus: str, query: str) -> dict[str, float]:
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        result = json.load(response)["data"]["result"]
+    return {json.dumps(r["metric"], sort_keys=True): float(r["value"][1]) for r in result}
+
+
+def test_prometheus_scrapes_the_share_revoked_within_the_window(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    port = free_port()
+    prometheus = f"http://127.0.0.1:{port}"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n  - job_name: accessdrift\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{scenario.url.rsplit(':', 1)[1]}']\n"
+    )
+    command = [
+        need("prometheus"),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+
+    # The share of leaver revocations within the window, as a dashboard would ask it: the
+    # window's bucket over the count (3 s for privileged access, 6 s for the rest).
+    def share(privileged: str, window: str) -> str:
+        selector = f'trigger="leaver",privileged="{privileged}"'
+        return (
+            f'sum(accessdrift_time_to_revoke_seconds_bucket{{{selector},le="{window}"}})'
+            f" / sum(accessdrift_time_to_revoke_seconds_count{{{selector}}})"
+        )
+
+    with running(command, http_ok(f"{prometheus}/-/ready"), tmp_path / "prometheus.log"):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _promql(prometheus, share("true", "3.0")):
+            time.sleep(0.5)
+        assert _promql(prometheus, share("true", "3.0")) == {"{}": 0.5}, "1 of 2 in time"
+        assert _promql(prometheus, share("false", "6.0")) == {"{}": 0.0}, "alice's seat: 8 s"
+        assert _promql(prometheus, share("false", "+Inf")) == {"{}": 1.0}
