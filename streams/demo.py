@@ -1,9 +1,12 @@
 """`accessdrift demo`: the live pipeline end to end on this machine, in about a minute and a half.
 
-Starts the embedded broker and a worker, feeds a scripted story of a small company's morning
-through Kafka in real time (with a demo policy whose control windows are seconds), and prints
-every finding and offboarding record as the worker publishes it. Ctrl-C stops everything; no
-process is left behind.
+Starts the embedded broker, a worker, and the delivery service (`accessdrift notify`) with two
+sinks: OCSF to a Splunk HEC endpoint and PagerDuty, both stand-ins the demo serves on loopback
+(`streams/demo_receivers.py`). Feeds a scripted story of a small company's morning through Kafka
+in real time (with a demo policy whose control windows are seconds), and prints every finding
+and offboarding record as the worker publishes it, every event the SIEM receives and every page.
+At the end it reads the time-to-revoke histogram from the worker's `/metrics`. Ctrl-C stops
+everything; no process is left behind.
 """
 
 from __future__ import annotations
@@ -11,21 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from accessdrift.alerts.sinks import TextSink
 from accessdrift.models.findings import Record, decode_record
-from accessdrift.streams.broker import EmbeddedBroker, free_port, stop_process_group
+from accessdrift.streams.broker import LOOPBACK, EmbeddedBroker, free_port, stop_process_group
+from accessdrift.streams.demo_receivers import DemoReceivers
 from accessdrift.streams.settings import Topics
 
 DEMO_POLICY: Final = """\
@@ -47,6 +54,39 @@ window = "45s"
 window = "30s"
 """
 GRACE_S: Final = 2
+#: The demo policy's window per (trigger, privileged), for the time-to-revoke summary.
+DEMO_WINDOWS_S: Final = {
+    ("leaver", "true"): 10,
+    ("leaver", "false"): 40,
+    ("suspension", "true"): 10,
+    ("suspension", "false"): 10,
+    ("mover", "true"): 20,
+    ("mover", "false"): 20,
+    ("device_untrusted", "true"): 8,
+    ("device_untrusted", "false"): 8,
+    ("owner_departed", "false"): 45,
+    ("joiner", "false"): 30,
+}
+NOTIFY_CONFIG: Final = """\
+linger = "1s"
+[retry]
+initial_backoff = "0s"
+max_backoff = "2s"
+
+[[sink]]
+name = "siem"
+type = "splunk_hec"
+url = "{url}"
+token = {{ env = "DEMO_HEC_TOKEN" }}
+format = "ocsf"
+
+[[sink]]
+name = "pager"
+type = "pagerduty"
+url = "{url}/v2/enqueue"
+routing_key = {{ env = "DEMO_PAGERDUTY_KEY" }}
+min_severity = "high"
+"""
 
 #: (seconds after start, stream, event fields); event_id and occurred_at are filled in live.
 STORY: Final[list[tuple[float, str, dict[str, Any]]]] = [
@@ -253,20 +293,83 @@ async def _watch(bootstrap: str, topic: str, sink: TextSink, stop: asyncio.Event
     return shown
 
 
-async def _run(bootstrap: str, topics: Topics, out: TextIO, stop: asyncio.Event) -> int:
+async def _run(
+    bootstrap: str, topics: Topics, out: TextIO, stop: asyncio.Event, receivers: DemoReceivers
+) -> int:
     started = time.monotonic()
-    watcher = asyncio.create_task(_watch(bootstrap, topics.findings, TextSink(out), stop))
-    feeder = asyncio.create_task(_feed(bootstrap, topics, started, out))
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=STORY_END_S)
-    stop.set()
-    feeder.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await feeder
-    return await watcher
+    await receivers.start()
+    try:
+        watcher = asyncio.create_task(_watch(bootstrap, topics.findings, TextSink(out), stop))
+        feeder = asyncio.create_task(_feed(bootstrap, topics, started, out))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=STORY_END_S)
+        stop.set()
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
+        return await watcher
+    finally:
+        await receivers.stop()
 
 
-def _start_worker(broker: EmbeddedBroker, workdir: Path, topics: Topics) -> subprocess.Popen[bytes]:
+def time_to_revoke_summary(metrics_text: str) -> list[str]:
+    """One line per (trigger, privileged) the histogram has observed: how many obligations were
+    met and how many within the demo policy's window (read from the window's bucket)."""
+    counts: dict[tuple[str, str], float] = {}
+    within: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "accessdrift_time_to_revoke_seconds":
+            continue
+        for sample in family.samples:
+            key = (sample.labels.get("trigger", ""), sample.labels.get("privileged", ""))
+            if sample.name.endswith("_count"):
+                counts[key] = counts.get(key, 0) + sample.value
+            window = DEMO_WINDOWS_S.get(key)
+            bucket = sample.name.endswith("_bucket")
+            if bucket and window is not None and float(sample.labels["le"]) == window:
+                within[key] = within.get(key, 0) + sample.value
+    lines = []
+    for (trigger, privileged), count in sorted(counts.items()):
+        if not count:
+            continue
+        kind = "privileged" if privileged == "true" else "ordinary"
+        window = DEMO_WINDOWS_S.get((trigger, privileged))
+        line = f"  {trigger:<21} {kind:<10} {int(count)} met"
+        if window is not None:
+            line += f", {int(within.get((trigger, privileged), 0))} within the {window} s window"
+        lines.append(line)
+    return lines
+
+
+def _start_notify(
+    broker: EmbeddedBroker, workdir: Path, topics: Topics, receivers: DemoReceivers, token: str
+) -> subprocess.Popen[bytes]:
+    config = workdir / "notify.toml"
+    config.write_text(NOTIFY_CONFIG.format(url=receivers.url))
+    env = {
+        **os.environ,
+        "DEMO_HEC_TOKEN": token,
+        "DEMO_PAGERDUTY_KEY": secrets.token_hex(16),
+        "ACCESSDRIFT_TOPIC_FINDINGS": topics.findings,
+    }
+    log = (workdir / "notify.log").open("wb")
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "accessdrift.streams.cli", "notify",
+            "--config", str(config), "--broker", broker.bootstrap,
+            "--web-port", str(free_port()),
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _start_worker(
+    broker: EmbeddedBroker, workdir: Path, topics: Topics, web_port: int
+) -> subprocess.Popen[bytes]:
     policy = workdir / "demo-policy.toml"
     policy.write_text(DEMO_POLICY)
     env = {
@@ -275,7 +378,7 @@ def _start_worker(broker: EmbeddedBroker, workdir: Path, topics: Topics) -> subp
         "ACCESSDRIFT_APP_ID": "accessdrift-demo",
         "ACCESSDRIFT_POLICY": str(policy),
         "ACCESSDRIFT_PARTITIONS": "4",
-        "ACCESSDRIFT_WEB_PORT": str(free_port()),
+        "ACCESSDRIFT_WEB_PORT": str(web_port),
         "ACCESSDRIFT_GRACE_S": str(GRACE_S),
         "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
         "ACCESSDRIFT_DATA_DIR": str(workdir / "data"),
@@ -310,7 +413,12 @@ def run_demo(out: TextIO, err: TextIO) -> int:
     ):
         workdir = Path(scratch)
         err.write(f"demo: broker up at {broker.bootstrap} (memory only); starting a worker ...\n")
-        worker = _start_worker(broker, workdir, topics)
+        web_port = free_port()
+        worker = _start_worker(broker, workdir, topics, web_port)
+        token = secrets.token_hex(16)
+        receivers = DemoReceivers(out, token)
+        notify = _start_notify(broker, workdir, topics, receivers, token)
+        metrics_url = f"http://{LOOPBACK}:{web_port}/metrics"
         try:
             if not _wait_ready(worker, workdir / "worker.log", 90):
                 err.write("demo: the worker did not start; its log:\n")
@@ -318,7 +426,10 @@ def run_demo(out: TextIO, err: TextIO) -> int:
                 return 1
             err.write(
                 "demo: worker ready. Feeding the story; findings print as the worker publishes "
-                "them (windows are seconds, grace 2 s). Ctrl-C stops.\n"
+                "them (windows are seconds, grace 2 s). `accessdrift notify` delivers them as "
+                f"OCSF to a stand-in Splunk HEC (SIEM lines) and pages a stand-in PagerDuty "
+                f"(PAGE lines) at {receivers.url}. Time-to-revoke: "
+                f"accessdrift_time_to_revoke_seconds at {metrics_url}. Ctrl-C stops.\n"
             )
             err.flush()
             loop = asyncio.new_event_loop()
@@ -326,10 +437,31 @@ def run_demo(out: TextIO, err: TextIO) -> int:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             try:
-                shown = loop.run_until_complete(_run(broker.bootstrap, topics, out, stop))
+                shown = loop.run_until_complete(
+                    _run(broker.bootstrap, topics, out, stop, receivers)
+                )
             finally:
                 loop.close()
-            err.write(f"demo: {shown} records shown; stopping the worker and the broker.\n")
+            err.write(
+                f"demo: {shown} records shown, {receivers.siem_events} SIEM events, "
+                f"{receivers.pages} pages.\n"
+            )
+            _show_time_to_revoke(metrics_url, out)
+            err.write("demo: stopping the delivery service, the worker and the broker.\n")
         finally:
+            stop_process_group(notify, timeout_s=20)
             stop_process_group(worker, timeout_s=20)
     return 0
+
+
+def _show_time_to_revoke(metrics_url: str, out: TextIO) -> None:
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError as error:
+        out.write(f"time to revoke: {metrics_url} did not answer ({error})\n")
+        return
+    out.write(f"time to revoke, from accessdrift_time_to_revoke_seconds at {metrics_url}:\n")
+    for line in time_to_revoke_summary(text) or ["  (no obligation was met yet)"]:
+        out.write(line + "\n")
+    out.flush()

@@ -1,4 +1,5 @@
-"""`accessdrift demo` as a user runs it: findings appear live, and Ctrl-C leaves nothing behind."""
+"""`accessdrift demo` as a user runs it: findings appear live, reach the SIEM stand-in as OCSF and
+page the PagerDuty stand-in, time-to-revoke is shown, and Ctrl-C leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ ACCESSDRIFT = str(Path(sys.executable).with_name("accessdrift"))
 
 def _workers() -> set[str]:
     found = subprocess.run(
-        ["pgrep", "-f", "accessdrift.streams.cli worker"],
+        ["pgrep", "-f", "accessdrift.streams.cli (worker|notify)"],
         capture_output=True,
         text=True,
         check=False,
@@ -40,10 +41,11 @@ def test_the_demo_shows_a_live_finding_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
             if not line:
                 break
             lines.append(line)
-            if "  OPEN  " in line:
+            if "  PAGE  " in line:
                 break
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=60) == 0
+        lines.extend(demo.stdout.readlines())
     finally:
         demo.kill()
         demo.wait()
@@ -53,6 +55,18 @@ def test_the_demo_shows_a_live_finding_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
     opened = [line for line in lines if "  OPEN  " in line]
     assert opened, "".join(lines) + err_path.read_text()
     assert "alice was terminated" in opened[0]
+    finding_id = opened[0].split("[", 1)[1][:8]
+    siem = [line for line in lines if "  SIEM  " in line]
+    assert any(f"ocsf      [{finding_id}]  Detection Finding 2004, activity Create" in line
+               for line in siem), "".join(lines)  # fmt: skip
+    pages = [line for line in lines if "  PAGE  " in line]
+    assert "trigger critical" in pages[0]
+    assert "alice was terminated" in pages[0]
+    errors = err_path.read_text()
+    assert "accessdrift_time_to_revoke_seconds at http://127.0.0.1:" in errors
+    summary = lines.index(next(x for x in lines if x.startswith("time to revoke, from")))
+    assert "leaver" in lines[summary + 1]
+    assert "met" in lines[summary + 1]
     assert any("event     identity.status" in line for line in lines)
     port = re.search(r"broker up at 127\.0\.0\.1:(\d+)", err_path.read_text())
     assert port is not None
