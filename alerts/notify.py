@@ -73,7 +73,8 @@ async def history(source: Source, group: str) -> AsyncIterator[Record]:
     await reader.start()
     await committed_reader.start()
     try:
-        partitions = await reader.partitions_for_topic(source.topic) or set()
+        await reader.topics()  # fetches the cluster's metadata
+        partitions = reader.partitions_for_topic(source.topic) or set()
         ends: dict[TopicPartition, int] = {}
         for partition in partitions:
             tp = TopicPartition(source.topic, partition)

@@ -18,11 +18,14 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from accessdrift.alerts.delivery import FormattedSink
+from accessdrift.alerts.formats import FORMATTERS
+from accessdrift.alerts.transports import KafkaTopic
 from accessdrift.models.findings import FindingRecord, encode_record
 from accessdrift.streams.broker import EmbeddedBroker, free_port
 from tests.alerts.records import many, resolved
 from tests.alerts.standins import Answer, Seen, StandIn
-from tests.kafka import create_topics, wait_consumed
+from tests.kafka import create_topics, read_topic, wait_consumed
 from tests.workers import ACCESSDRIFT
 
 HEC_TOKEN = "hec-0b1c2d3e4f"
@@ -179,3 +182,62 @@ def test_a_mass_failure_is_one_page_and_resolving_them_all_resolves_it(
     assert [e["event_action"] for e in events] == ["trigger", "resolve"]
     assert events[0]["payload"]["custom_details"]["count"] == 40
     assert events[0]["dedup_key"] == events[1]["dedup_key"]
+
+
+def test_alertmanager_alerts_still_open_are_re_sent_after_a_restart(
+    broker: EmbeddedBroker, setup: dict[str, Any]
+) -> None:
+    home, topic, run = setup["home"], setup["topic"], setup["run"]
+    still_open, closed = many(2, severity="high")
+    with StandIn() as am:
+        config = home / "notify.toml"
+        config.write_text(
+            f'group_prefix = "{run}"\nlinger = "0s"\n'
+            f'[[sink]]\nname = "am"\ntype = "alertmanager"\nurl = "{am.url}"\n'
+            'resend_interval = "1s"\n'
+        )
+        _publish(broker.bootstrap, topic, [still_open, closed, resolved(closed)])
+        notify = Notify(config, broker.bootstrap, topic, home / "notify.log")
+        try:
+            wait_consumed(broker.bootstrap, f"{run}.am", [topic], 60)
+        finally:
+            notify.process.kill()
+            notify.stop()
+        before = len(am.seen)
+        notify = Notify(config, broker.bootstrap, topic, home / "notify.log")
+        try:
+            _wait(lambda: len(am.seen) >= before + 2, 60, "re-sends after the restart")
+        finally:
+            notify.stop()
+
+    resent = [s.json() for s in am.seen[before:]]
+    assert all(s.path == "/api/v2/alerts" for s in am.seen)
+    for alerts in resent:
+        assert [a["labels"]["finding_id"] for a in alerts] == [still_open.finding_id]
+        assert "endsAt" not in alerts[0]
+
+
+def test_a_second_kafka_topic_gets_the_chosen_format_keyed_by_finding(
+    broker: EmbeddedBroker, setup: dict[str, Any]
+) -> None:
+    target = f"{setup['run']}.cef"
+    create_topics(broker.bootstrap, [target])
+    records = many(3)
+    sink = FormattedSink("connector", FORMATTERS["cef"], KafkaTopic(broker.bootstrap, target))
+
+    async def go() -> None:
+        try:
+            await sink.deliver([*records, resolved(records[0])])
+        finally:
+            await sink.close()
+
+    asyncio.run(go())
+    received = read_topic(broker.bootstrap, target, 4)
+    assert sorted(value.decode().split("externalId=")[1][:32] for _, _, value, _ in received) == (
+        sorted([r.finding_id for r in records] + [records[0].finding_id])
+    )
+    by_key: dict[bytes | None, set[int]] = {}
+    for partition, key, value, _ in received:
+        assert value.startswith(b"CEF:0|accessdrift|")
+        by_key.setdefault(key, set()).add(partition)
+    assert all(len(parts) == 1 for parts in by_key.values()), "a finding stays on one partition"
