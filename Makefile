@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv relink test lint demo demo-replay bench clean
+.PHONY: venv relink system test lint demo demo-replay bench clean
+
+# Real servers the integration tests start on loopback, from Debian's packages.
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager rsyslog stunnel4 openssl
 
 venv: $(STAMP)
 
@@ -26,7 +29,19 @@ lint: relink
 	$(BIN)/ruff format --check models streams alerts tests bench
 	$(BIN)/mypy -p accessdrift.models -p accessdrift.streams -p accessdrift.alerts
 
-test: lint
+# Installs only what is missing, so a machine that has them needs neither root nor the network.
+system:
+	@missing=""; for package in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages the tests need:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: system lint
 	$(BIN)/pytest -q
 
 demo: relink
