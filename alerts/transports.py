@@ -204,6 +204,8 @@ SyslogFacility = Literal["auth", "authpriv", "local0", "local4"]
 #: that report good news (a resolution, offboarding evidence) are 6 informational.
 SYSLOG_SEVERITY: Final[dict[Severity, int]] = {"critical": 2, "high": 3, "medium": 4, "low": 5}
 SYSLOG_INFO: Final = 6
+#: The largest UDP payload over IPv4.
+MAX_DATAGRAM_BYTES: Final = 65_507
 
 
 def _syslog_token(value: str, limit: int) -> str:
@@ -259,9 +261,17 @@ class Syslog:
         service = f"syslog {self._protocol}://{self._host}:{self._port}"
         try:
             if self._protocol == "udp":
+                messages = [self.message(item) for item in batch]
+                for message in messages:
+                    if len(message) > MAX_DATAGRAM_BYTES:
+                        raise DeliveryError(
+                            f"{service}: a message of {len(message)} bytes does not fit in a "
+                            "UDP datagram; use protocol tcp or tls",
+                            retryable=False,
+                        )
                 udp = await self._datagrams()
-                for item in batch:
-                    udp.sendto(self.message(item))
+                for message in messages:
+                    udp.sendto(message)
                 return
             writer = await self._stream()
             for item in batch:

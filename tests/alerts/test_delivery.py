@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from accessdrift.alerts.delivery import Backoff, Deliverer, DeliveryMetrics, FormattedSink, Sink
 from accessdrift.alerts.formats import FORMATTERS
 from accessdrift.alerts.paging import PagerDuty, RateLimit, dedup_key
-from accessdrift.alerts.transports import SplunkHec, Webhook
+from accessdrift.alerts.transports import SplunkHec, Syslog, Webhook
 from accessdrift.models.findings import Record
 from tests.alerts.records import EVIDENCE, FINDING, finding, many, resolved
 from tests.alerts.standins import Answer, Seen, StandIn
@@ -321,3 +321,14 @@ def test_webhooks_are_signed_the_standard_webhooks_way() -> None:
         expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
         assert request.headers["webhook-signature"] == f"v1,{expected}"
     assert json.loads(first.body)["event"]["kind"] == "alert"
+
+
+def test_a_syslog_message_too_large_for_udp_is_refused_not_retried_forever() -> None:
+    transport = Syslog("127.0.0.1", 9, "udp")
+    deliverer = _deliverer(FormattedSink("udp", FORMATTERS["cef"], transport), VirtualTime())
+
+    _run(deliverer, [finding(summary="x" * 70_000), FINDING])
+
+    assert _count(deliverer, "failed") == 1
+    assert _count(deliverer, "retries") == 0
+    assert _count(deliverer, "delivered") == 1
