@@ -242,3 +242,33 @@ def test_prometheus_scrapes_the_share_revoked_within_the_window(
         assert _promql(prometheus, share("true", "3.0")) == {"{}": 0.5}, "1 of 2 in time"
         assert _promql(prometheus, share("false", "6.0")) == {"{}": 0.0}, "alice's seat: 8 s"
         assert _promql(prometheus, share("false", "+Inf")) == {"{}": 1.0}
+
+
+def test_any_worker_of_the_group_answers_for_any_identity(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """A second worker joins; each identity's picture is answered by whichever worker is asked,
+    the one that does not own its partition forwarding to the one that does."""
+    second = WorkerProcess(scenario.worker.env, tmp_path, "second")
+    try:
+        second.wait_ready()
+        other = f"http://127.0.0.1:{second.web_port}"
+        deadline = time.monotonic() + 60
+        answers: dict[tuple[str, str], int] = {}
+        while time.monotonic() < deadline:
+            answers = {
+                (url, who): _get(f"{url}/identities/{who}")[0]
+                for url in (scenario.url, other)
+                for who in (scenario.alice, scenario.bob)
+            }
+            if set(answers.values()) == {200}:
+                break
+            time.sleep(1)
+        assert set(answers.values()) == {200}, answers
+        for who in (scenario.alice, scenario.bob):
+            assert (
+                _get(f"{scenario.url}/identities/{who}")[1] == _get(f"{other}/identities/{who}")[1]
+            )
+        assert _get(f"{other}/identities/{scenario.bob}", "wrong")[0] == 401
+    finally:
+        second.stop()
