@@ -1,1 +1,1 @@
-"""What goes out: the record sink protocol and its implementations."""
+"""What goes out: formats, transports, pagers, the retry loop and the delivery service."""

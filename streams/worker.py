@@ -21,6 +21,10 @@ identity-inbox partition fires deadlines against the minimum over every channel 
 bring it something, never past wall time, so a backlog or a lagging topic raises no false finding.
 The clock is kept in a table, so it survives a restart.
 
+The worker's web server serves its metrics (`streams/metrics.py`, from each step and from what
+is open now, `streams/census.py`) and the access-picture API (`streams/api.py`); faust's own
+pages, which would show table contents, are off.
+
 Processing is at-least-once (faust's exactly-once mode has open problems). What a step decides to
 publish is written to the identity's table entry together with its new state (an outbox) and made
 durable before it is published, then cleared once Kafka acknowledges it. So a crash loses no
