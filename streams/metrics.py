@@ -8,7 +8,7 @@ identity, a finding or an entitlement.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -164,13 +164,27 @@ class WorkerMetrics:
         )
         registry.register(_CensusCollector(census))
         registry.register(_InputCollector(watermarks))
+        # Children by label values: `labels()` costs several times an update, and these are
+        # updated for every event.
+        self._events: dict[tuple[str, str], Any] = {}
+        self._read: dict[str, tuple[Any, Any]] = {}
 
     def count_event(self, stream: str, outcome: EventOutcome) -> None:
-        self.events.labels(stream=stream, outcome=outcome).inc()
+        child = self._events.get((stream, outcome))
+        if child is None:
+            child = self._events[(stream, outcome)] = self.events.labels(stream, outcome)
+        child.inc()
 
     def read_event(self, stream: str, occurred_at_us: int, wall_us: int) -> None:
-        self.last_event.labels(stream=stream).set(wall_us / US_PER_S)
-        self.event_lag.labels(stream=stream).set(max(0, wall_us - occurred_at_us) / US_PER_S)
+        children = self._read.get(stream)
+        if children is None:
+            children = self._read[stream] = (
+                self.last_event.labels(stream),
+                self.event_lag.labels(stream),
+            )
+        last_event, event_lag = children
+        last_event.set(wall_us / US_PER_S)
+        event_lag.set(max(0, wall_us - occurred_at_us) / US_PER_S)
 
     def count_step(self, records: list[Record], ended: list[ObligationEnded]) -> None:
         """Count what one engine step reported."""
