@@ -1,8 +1,8 @@
-"""Record sinks: one small protocol, many destinations.
+"""Record sinks: where an in-process run (replay, the benchmarks, the demo's printout) writes
+records as they happen, synchronously: JSON lines or text lines to a local stream.
 
-The engine produces records; a sink delivers them. Replay writes JSON lines to a file or standard
-output; later sinks (Kafka, SIEM feeds, pagers) implement the same protocol and pass the same
-contract tests.
+Delivery across a network (SIEMs, pagers) is asynchronous, retried and acknowledged: that is
+`alerts/delivery.py`'s `Sink`, fed from the findings topic by `accessdrift notify`.
 """
 
 from __future__ import annotations
