@@ -16,14 +16,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+import msgspec
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 
 from accessdrift.alerts.notify import Source, serve
 from accessdrift.alerts.settings import SecretRef, build_sinks, load_notify_settings
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
-from accessdrift.models.clock import MAX_DURATION_S, parse_us
+from accessdrift.models.clock import MAX_DURATION_S, format_us, parse_us
 from accessdrift.models.errors import BrokerError, PolicyError
+from accessdrift.models.findings import Record, decode_record
 from accessdrift.models.policy import Policy, load_policy
 from accessdrift.models.text import echo, printable
 from accessdrift.streams.broker import LOOPBACK, EmbeddedBroker
@@ -37,6 +39,7 @@ from accessdrift.streams.replay import (
     replay,
 )
 from accessdrift.streams.settings import DEFAULT_BROKER, Topics, broker_from_env
+from accessdrift.streams.simulate import SimulationSettings, compare, read_truth, write_simulation
 from accessdrift.streams.worker import WorkerSettings, run_worker
 
 EXIT_OK = 0
@@ -212,6 +215,39 @@ def _parser() -> argparse.ArgumentParser:
         "dead-letter an event dated more than this many seconds ahead of wall time (wall clock; "
         "default 3600) or of the latest event of its partition (event clock; default 2592000)",
     )
+    sim = commands.add_parser(
+        "simulate",
+        help="write a simulated organisation's history and its ground truth",
+        description=(
+            "Write the seeded history of a simulated organisation as replay lines (standard "
+            "output or --out), in arrival order, and with --truth the findings a correct "
+            "detector must produce, derived from the failures the simulator injected. Replay "
+            "the history with `accessdrift replay --until <the printed time>`, then check the "
+            "records with `accessdrift verify`."
+        ),
+    )
+    sim.add_argument("--identities", type=int, default=1000, help="how many (default 1000)")
+    sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    sim.add_argument(
+        "--failure-share",
+        type=float,
+        default=0.2,
+        help="share of access changes injected as failures (default 0.2)",
+    )
+    sim.add_argument("--out", metavar="FILE", help="write the history here (default stdout)")
+    sim.add_argument("--truth", metavar="FILE", help="write the ground truth here")
+    check = commands.add_parser(
+        "verify",
+        help="check findings against a simulation's ground truth",
+        description=(
+            "Read records (JSON lines, as replay prints them or the findings topic holds them) "
+            "and say whether they are exactly what the ground truth implies: every finding that "
+            "must open and resolve, no other, and the offboarding evidence. Exit status 0 when "
+            "they agree, 1 when they do not, 2 for a usage error."
+        ),
+    )
+    check.add_argument("--truth", metavar="FILE", required=True, help="the simulation's truth")
+    check.add_argument("files", nargs="+", metavar="FILE", help="records; - reads standard input")
     notify = commands.add_parser(
         "notify",
         help="deliver findings from Kafka to SIEMs, syslog, webhooks and pagers",
@@ -468,6 +504,68 @@ def _notify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    if args.identities < 1 or not 0 <= args.failure_share <= 1:
+        print(
+            "accessdrift: --identities must be 1 or more, --failure-share 0 to 1", file=sys.stderr
+        )
+        return EXIT_USAGE
+    settings = SimulationSettings(args.identities, args.seed, failure_share=args.failure_share)
+    try:
+        with contextlib.ExitStack() as stack:
+            out = sys.stdout
+            if args.out:
+                out = stack.enter_context(Path(args.out).open("w", encoding="utf-8"))
+            truth = None
+            if args.truth:
+                truth = stack.enter_context(Path(args.truth).open("w", encoding="utf-8"))
+            events, obligations = write_simulation(settings, out, truth)
+    except OSError as error:
+        print(f"accessdrift: cannot write: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"simulate: {args.identities:,} identities, {events:,} events, {obligations:,} "
+        f"obligations; replay with --until {format_us(settings.until_us)}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _records(inputs: list[tuple[str, BinaryIO]]) -> list[Record]:
+    """Every record of the inputs (canonical JSON lines); InputError names a bad line."""
+    records = []
+    for name, stream in inputs:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(decode_record(line))
+            except (msgspec.DecodeError, ValueError) as error:
+                reason = printable(str(error), 200)
+                raise InputError(f"{printable(name)}:{number}: not a record: {reason}") from None
+    return records
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        with Path(args.truth).open(encoding="utf-8") as truth_file:
+            truth, evidence = read_truth(truth_file)
+    except (OSError, ValueError, KeyError) as error:
+        print(
+            f"accessdrift: cannot read the truth {printable(args.truth)}: {error}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    try:
+        with _inputs(args.files) as inputs:
+            records = _records(inputs)
+    except InputError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    agreement = compare(truth, evidence, records)
+    print(agreement.describe())
+    return EXIT_OK if agreement.agrees else EXIT_REJECTED
+
+
 def _demo(args: argparse.Namespace) -> int:
     del args
     return run_demo(sys.stdout, sys.stderr)
@@ -482,6 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "produce": _produce,
         "worker": _worker,
         "notify": _notify,
+        "simulate": _simulate,
+        "verify": _verify,
         "demo": _demo,
     }
     try:
