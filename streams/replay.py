@@ -31,7 +31,7 @@ from typing import BinaryIO, Final, TextIO
 from accessdrift.alerts.sinks import RecordSink
 from accessdrift.models.clock import US_PER_S, format_duration_s, format_us
 from accessdrift.models.errors import AccessdriftError, ContractError
-from accessdrift.models.events import decode_line
+from accessdrift.models.decoding import decode_message_line
 from accessdrift.models.findings import FindingRecord, Record
 from accessdrift.models.messages import InputMessage
 from accessdrift.models.state import NEVER_US
@@ -181,8 +181,7 @@ class _Merge:
         return None
 
     def _decode(self, source: _Input, line: bytes) -> InputMessage:
-        _, event = decode_line(line)
-        message = event.to_message()
+        _, message = decode_message_line(line)
         at_us = message.occurred_at_us
         if source.latest_us != NEVER_US and at_us > source.latest_us + self.max_ahead_us:
             ahead = format_duration_s((at_us - source.latest_us) / US_PER_S)

@@ -49,12 +49,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from accessdrift.models.clock import MAX_DURATION_S, US_PER_S, format_duration_s, format_us
 from accessdrift.models.errors import ContractError
+from accessdrift.models.decoding import decode_message
 from accessdrift.models.events import (
     ACCESS_EXCEPTION,
     DEVICE_POSTURE,
     ENTITLEMENT_CHANGE,
     IDENTITY_STATUS,
-    decode_event,
 )
 from accessdrift.models.messages import (
     DevicePosture,
@@ -317,7 +317,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
                 source = event.message
                 wall_us = _wall_us()
                 try:
-                    message = decode_event(stream_name, event.value).to_message()
+                    message = decode_message(stream_name, event.value)
                 except ContractError as error:
                     await dead_letter(event, stream_name, "deadlettered", str(error))
                     progress.inputs.read(source.topic, source.partition, source.offset, None)
