@@ -1,0 +1,242 @@
+"""Live throughput: one worker on the embedded broker consuming a pre-loaded backlog, next to its
+anchors in the same run: (a) a bare faust app whose agents only count the same records, and (b) a
+bare aiokafka consumer reading them. The worker's findings are checked against the simulator's
+ground truth, so its speed never comes from skipping work.
+
+Each rate is events from the first to the last record seen (group joins excluded). The broker
+shares this machine's two cores with whatever is measured.
+
+Prints a table on standard error and one JSON object on standard output (`--json FILE` keeps it).
+Options: `--identities` (default 2,500: about 36,000 events), `--seed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from accessdrift.models.clock import format_us
+from accessdrift.models.findings import decode_record
+from accessdrift.streams.broker import EmbeddedBroker, free_port, stop_process_group
+from accessdrift.streams.simulate import SimulationSettings, compare, read_truth, write_simulation
+
+STREAMS = ("identity.status", "device.posture", "entitlement.change", "access.exception")
+PARTITIONS = 8
+GRACE_S = 3600
+TARGET_EVENTS_PER_S = 20_000
+TARGET_VS_FAUST = 3.0
+
+
+async def _load(bootstrap: str, topics: dict[str, str], lines: list[dict[str, Any]]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [*topics.values(), topics["findings"]]
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in set(names)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
+    await producer.start()
+    try:
+        for line in lines:
+            value = line["value"]
+            key = value["device_id"] if line["topic"] == "device.posture" else value["identity_id"]
+            await producer.send(topics[line["topic"]], msgspec.json.encode(value), key=key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _bare_aiokafka(bootstrap: str, topics: list[str], expected: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        seen, started = 0, time.perf_counter()
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            seen += sum(len(messages) for messages in batch.values())
+        return expected / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def _bare_faust(bootstrap: str, topics: list[str], expected: int, home: Path) -> float:
+    log = home / "bare-faust.out"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bare_faust.py")), bootstrap,
+             str(expected), str(free_port()), *topics],
+            stdout=output, stderr=subprocess.STDOUT, cwd=home, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            # faust prefixes what the app prints with its log format: find the JSON in the line.
+            marks = [json.loads(m[0]) for m in re.finditer(r"\{[^{}]*\}", log.read_text())]
+            first = next((m["first"] for m in marks if "first" in m), None)
+            last = next((m["last"] for m in marks if "last" in m), None)
+            if first is not None and last is not None:
+                return expected / (last - first)
+            if process.poll() is not None:
+                raise RuntimeError(f"bare faust app exited:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        raise RuntimeError("bare faust app did not read the backlog in 10 minutes")
+    finally:
+        stop_process_group(process, timeout_s=20)
+
+
+def _consumed(metrics_url: str) -> float:
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(value)
+        for value in re.findall(r"^accessdrift_events_total\{[^}]*\} (\S+)$", text, re.M)
+    )
+
+
+def _worker(
+    broker: EmbeddedBroker, topics: dict[str, str], expected: int, home: Path
+) -> tuple[float, subprocess.Popen[bytes], str]:
+    (home / "policy.toml").write_text("")
+    port = free_port()
+    env = {
+        **os.environ,
+        "ACCESSDRIFT_BROKER": broker.bootstrap,
+        "ACCESSDRIFT_APP_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        "ACCESSDRIFT_POLICY": str(home / "policy.toml"),
+        "ACCESSDRIFT_PARTITIONS": str(PARTITIONS),
+        "ACCESSDRIFT_GRACE_S": str(GRACE_S),
+        "ACCESSDRIFT_CLOCK": "event",
+        "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
+        "ACCESSDRIFT_DATA_DIR": str(home / "data"),
+        "ACCESSDRIFT_WEB_PORT": str(port),
+        **{f"ACCESSDRIFT_TOPIC_{k.replace('.', '_').upper()}": v for k, v in topics.items()},
+    }
+    with (home / "worker.log").open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "accessdrift.streams.cli", "worker"],
+            env=env, stdout=output, stderr=subprocess.STDOUT, cwd=home, start_new_session=True,
+        )  # fmt: skip
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    first = None
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        consumed = _consumed(metrics_url)
+        if consumed and first is None:
+            first = (time.perf_counter(), consumed)
+        if consumed >= expected and first is not None:
+            return (expected - first[1]) / (time.perf_counter() - first[0]), process, metrics_url
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited:\n{(home / 'worker.log').read_text()[-3000:]}")
+        time.sleep(0.1)
+    raise RuntimeError("the worker did not consume the backlog in 30 minutes")
+
+
+async def _findings(bootstrap: str, topic: str, quiet_s: float = 10.0) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        last = time.monotonic()
+        while time.monotonic() - last < quiet_s:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                values.extend(m.value for m in messages)
+                last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--identities", type=int, default=2500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    settings = SimulationSettings(identities=args.identities, seed=args.seed)
+    events, truth_text = io.StringIO(), io.StringIO()
+    count, obligations = write_simulation(settings, events, truth_text)
+    lines = [json.loads(line) for line in events.getvalue().splitlines()]
+    clock = {"topic": "device.posture", "value": {
+        "event_id": "clock", "occurred_at": format_us(settings.until_us + GRACE_S * 10**6),
+        "device_id": "clock", "posture": "enrolled", "identity_ids": ["clock"]}}  # fmt: skip
+    run = uuid.uuid4().hex[:6]
+    topics = {stream: f"{run}.{stream}" for stream in STREAMS}
+    topics["findings"] = f"{run}.findings"
+    print(f"bench: {count:,} events over {args.identities:,} identities", file=sys.stderr)
+    results: dict[str, Any] = {"events": count, "identities": args.identities}
+    with tempfile.TemporaryDirectory() as scratch, EmbeddedBroker() as broker:
+        home = Path(scratch)
+        asyncio.run(_load(broker.bootstrap, topics, lines))
+        inputs = [topics[s] for s in STREAMS]
+        print("bench: measuring a bare aiokafka consumer ...", file=sys.stderr)
+        results["aiokafka"] = asyncio.run(_bare_aiokafka(broker.bootstrap, inputs, count))
+        print("bench: measuring a bare faust agent ...", file=sys.stderr)
+        results["faust"] = _bare_faust(broker.bootstrap, inputs, count, home)
+        print("bench: measuring the worker ...", file=sys.stderr)
+        rate, worker, _ = _worker(broker, topics, count, home)
+        results["worker"] = rate
+        try:
+            asyncio.run(_load_clock(broker.bootstrap, topics, clock))
+            values = asyncio.run(_findings(broker.bootstrap, topics["findings"]))
+        finally:
+            stop_process_group(worker, timeout_s=20)
+    truth, evidence = read_truth(truth_text.getvalue().splitlines())
+    agreement = compare(truth, evidence, [decode_record(v) for v in values])
+    results["agrees_with_truth"] = agreement.agrees
+    results["truth"] = agreement.describe()
+    results["obligations"] = obligations
+    results["worker_vs_faust"] = results["worker"] / results["faust"]
+    results["worker_vs_aiokafka"] = results["worker"] / results["aiokafka"]
+    print(f"{'consumer':<22}{'events/s':>12}", file=sys.stderr)
+    for name in ("aiokafka", "faust", "worker"):
+        print(f"{name:<22}{results[name]:>12,.0f}", file=sys.stderr)
+    print(
+        f"worker: {results['worker_vs_faust']:.2f}x a bare faust agent (target "
+        f"{TARGET_VS_FAUST:.0f}x), {results['worker'] / TARGET_EVENTS_PER_S:.2f}x the "
+        f"{TARGET_EVENTS_PER_S:,} events/s target; findings: {agreement.describe()}",
+        file=sys.stderr,
+    )
+    text = json.dumps(results, indent=2, sort_keys=True)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+async def _load_clock(bootstrap: str, topics: dict[str, str], clock: dict[str, Any]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        value = clock["value"]
+        await producer.send_and_wait(
+            topics["device.posture"], msgspec.json.encode(value), key=value["device_id"].encode()
+        )
+    finally:
+        await producer.stop()
+
+
+if __name__ == "__main__":
+    main()
