@@ -123,6 +123,9 @@ class TableStore:
         # The outbox read with the state by `get`, for the `put` of the same step: the
         # processing loop always gets before it puts, and the value need not be decoded twice.
         self._read_outbox: dict[bytes, list[Outgoing]] = {}
+        # The outbox each `put` left, for the shell's `outbox` call that follows it: whether
+        # there is anything to publish is known without decoding the state again.
+        self._written_outbox: dict[bytes, list[Outgoing]] = {}
 
     def get(self, identity_id: str) -> IdentityState | None:
         key = identity_id.encode()
@@ -146,6 +149,7 @@ class TableStore:
             outbox = [] if previous is None else previous.outbox
         outbox.extend(outgoing(step))
         self.table[key] = _STORED_ENCODER.encode(Stored(step.state, outbox))
+        self._written_outbox[key] = outbox
 
     def states(self) -> Iterator[IdentityState]:
         for value in self.table.values():
@@ -153,13 +157,18 @@ class TableStore:
 
     def outbox(self, identity_id: str) -> list[Outgoing]:
         """What the identity's steps decided to publish and is not known to be delivered."""
-        stored = self._load(identity_id.encode())
+        key = identity_id.encode()
+        written = self._written_outbox.pop(key, None)
+        if written is not None:
+            return written
+        stored = self._load(key)
         return [] if stored is None else stored.outbox
 
     def delivered(self, identity_id: str) -> None:
         """Everything in the identity's outbox was acknowledged: clear it (durably)."""
         key = identity_id.encode()
         self._read_outbox.pop(key, None)
+        self._written_outbox.pop(key, None)
         stored = self._load(key)
         if stored is not None and stored.outbox:
             stored.outbox.clear()
