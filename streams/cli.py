@@ -167,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"Kafka bootstrap address (default: ACCESSDRIFT_BROKER or {DEFAULT_BROKER})",
     )
+    send.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="EVENTS_PER_S",
+        help="send at most this many events a second (default: as fast as Kafka takes them)",
+    )
     _topic_flag(send)
     work = commands.add_parser(
         "worker",
@@ -393,6 +400,9 @@ def _broker(args: argparse.Namespace) -> int:
 
 def _produce(args: argparse.Namespace) -> int:
     bootstrap = args.broker or broker_from_env()
+    if args.rate is not None and not (math.isfinite(args.rate) and args.rate > 0):
+        print("accessdrift: --rate must be a number of events a second above 0", file=sys.stderr)
+        return EXIT_USAGE
     try:
         topics = Topics.from_env().with_overrides(args.topic)
     except ValueError as error:
@@ -400,7 +410,7 @@ def _produce(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         with _inputs(args.files) as inputs:
-            summary = produce(inputs, bootstrap, topics, errors=sys.stderr)
+            summary = produce(inputs, bootstrap, topics, errors=sys.stderr, rate_per_s=args.rate)
     except InputError as error:
         print(f"accessdrift: {error}", file=sys.stderr)
         return EXIT_USAGE

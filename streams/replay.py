@@ -30,8 +30,8 @@ from typing import BinaryIO, Final, TextIO
 
 from accessdrift.alerts.sinks import RecordSink
 from accessdrift.models.clock import US_PER_S, format_duration_s, format_us
-from accessdrift.models.errors import AccessdriftError, ContractError
 from accessdrift.models.decoding import decode_message_line
+from accessdrift.models.errors import AccessdriftError, ContractError
 from accessdrift.models.findings import FindingRecord, Record
 from accessdrift.models.messages import InputMessage
 from accessdrift.models.state import NEVER_US

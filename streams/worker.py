@@ -48,8 +48,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from accessdrift.models.clock import MAX_DURATION_S, US_PER_S, format_duration_s, format_us
-from accessdrift.models.errors import ContractError
 from accessdrift.models.decoding import decode_message
+from accessdrift.models.errors import ContractError
 from accessdrift.models.events import (
     ACCESS_EXCEPTION,
     DEVICE_POSTURE,

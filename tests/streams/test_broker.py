@@ -148,3 +148,33 @@ def _still_listening(port: int, within_s: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def test_produce_paces_to_the_rate_asked_for(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A feed played in real time: no faster than the rate (a lower bound, which a slow machine
+    only makes longer)."""
+    history = tmp_path / "history.jsonl"
+    subprocess.run(
+        [ACCESSDRIFT, "simulate", "--identities", "5", "--out", str(history)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    count = len(history.read_text().splitlines())
+    rate = count / 1.5
+    env = {**os.environ, "ACCESSDRIFT_TOPIC_IDENTITY_STATUS": "test-rate.status"}
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [ACCESSDRIFT, "produce", "--broker", broker.bootstrap, "--rate", f"{rate:.3f}",
+         str(history)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= 1.5 * (count - 1) / count
+    assert f"{count} sent" in result.stderr
+    refused = subprocess.run(
+        [ACCESSDRIFT, "produce", "--broker", broker.bootstrap, "--rate", "0", str(history)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "--rate must be" in refused.stderr
