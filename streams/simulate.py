@@ -1,7 +1,8 @@
 """`accessdrift simulate`: an organisation and its history, with the ground truth.
 
 A seeded, reproducible history of a company: humans with personal laptops and non-human
-identities (service accounts, API keys, AI agents) each owned by a human; systems with
+identities (service accounts, API keys, AI agents) each owned by a human, and shared kiosks;
+systems with
 privileged and ordinary roles, device-bound sessions, tokens and a VPN that needs a trusted
 device. Over the first day everyone joins; a reconciliation burst then re-asserts every grant;
 from the second day each identity may live one change: a leaver, a suspension, a mover, a lost
@@ -287,10 +288,11 @@ def _people(history: _History) -> list[_Identity]:
     return people
 
 
-def _join(history: _History, who: _Identity, steady: bool) -> None:
+def _join(history: _History, who: _Identity, steady: bool) -> Expect | None:
     """Activation, a laptop (for a human), grants; a joiner obligation for a human."""
     rnd, policy = history.random, history.policy
     history.status(who, who.joined_us, "active")
+    joiner: Expect | None = None
     granted_us = who.joined_us + H
     if who.kind == "human":
         deadline_us = who.joined_us + policy.joiner.window_s * S
@@ -302,6 +304,7 @@ def _join(history: _History, who: _Identity, steady: bool) -> None:
         if not steady and expect == "late":
             device_at, expect, case = deadline_us - S, "on_time", "just_inside"
         history.oblige("joiner", who, None, deadline_us, expect, case)
+        joiner = expect
         if device_at is not None:
             who.device_id = f"laptop-{who.identity_id}"
             history.posture(who.device_id, device_at, "compliant", [who.identity_id])
@@ -321,6 +324,44 @@ def _join(history: _History, who: _Identity, steady: bool) -> None:
         grants.append(_Grant("github", f"pat:{who.identity_id}", "token"))
     for grant in grants:
         who.grant(history, grant, granted_us)
+    return joiner
+
+
+def _kiosks(history: _History, users: list[_Identity]) -> None:
+    """Shared kiosks, each bound to a few identities with a session on it; some fall out of
+    compliance on the second day. Their users keep a compliant laptop, so only the kiosk
+    sessions are owed (a trusted-device grant is met by the laptop)."""
+    rnd = history.random
+    settings = history.settings
+    for number in range(0, len(users) - 2, 5):
+        group = users[number : number + 5]
+        kiosk = f"kiosk-{number // 5}"
+        ids = [who.identity_id for who in group]
+        bound_us = settings.start_us + 13 * H
+        history.posture(kiosk, bound_us, "compliant", ids)
+        sessions = {}
+        for who in group:
+            session = _Grant("okta", f"session:{kiosk}", "session", False, kiosk)
+            who.grant(history, session, bound_us + 10 * M)
+            sessions[who.identity_id] = (who, session)
+        if rnd.random() < 0.5:
+            continue
+        at_us = settings.start_us + 36 * H + rnd.randrange(24 * H)
+        history.posture(kiosk, at_us, "noncompliant", ids)
+        deadline_us = at_us + history.policy.device_untrusted.window_s("noncompliant") * S
+        fixed_us, expect, case = history.landing(deadline_us, at_us + 10 * M)
+        if fixed_us is not None:
+            history.posture(kiosk, fixed_us, "compliant", ids)
+        for who, session in sessions.values():
+            if fixed_us is not None:
+                history.oblige("device_untrusted", who, session, deadline_us, expect,
+                               f"kiosk_compliant_again_{case}", kiosk)  # fmt: skip
+                continue
+            revoke_us, revoke_expect, revoke_case = history.landing(deadline_us, at_us + 2 * M)
+            history.oblige("device_untrusted", who, session, deadline_us, revoke_expect,
+                           f"kiosk_{revoke_case}", kiosk)  # fmt: skip
+            if revoke_us is not None:
+                history.change(who, session, revoke_us, "revoked")
 
 
 def _reconcile(history: _History, people: list[_Identity]) -> None:
@@ -462,12 +503,16 @@ def simulate(settings: SimulationSettings, directory: Path) -> tuple[Iterator[st
         else:
             life[who.identity_id] = "none"
     owners = {p.owner_id for p in people if p.owner_id is not None}
+    kiosk_users: list[_Identity] = []
     for who in people:
         # An owner of non-human identities lives no change but possibly leaving, so that its
         # identities' story is only about the owner leaving.
         if who.identity_id in owners and life[who.identity_id] not in ("none", "leaver"):
             life[who.identity_id] = "none"
-        _join(history, who, steady=life[who.identity_id] == "none")
+        joiner = _join(history, who, steady=life[who.identity_id] == "none")
+        if joiner == "on_time" and life[who.identity_id] == "none" and rnd.random() < 0.15:
+            kiosk_users.append(who)
+    _kiosks(history, kiosk_users)
     _reconcile(history, people)
     left: dict[str, int] = {}
     for who in people:

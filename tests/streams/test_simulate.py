@@ -99,7 +99,8 @@ def test_replay_agrees_with_the_ground_truth_on_a_few_thousand_identities() -> N
             assert expected[(trigger, expect)] > 0, (trigger, expect)
     cases = Counter(t.case for t in truth)
     for case in ("just_inside", "never", "late", "exception_covers", "exception_expired",
-                 "provisioned_after_termination", "compliant_again_on_time"):  # fmt: skip
+                 "provisioned_after_termination", "compliant_again_on_time",
+                 "kiosk_compliant_again_on_time"):  # fmt: skip
         assert cases[case] > 0, case
     assert evidence
 
