@@ -53,6 +53,7 @@ demo-replay: relink
 bench: relink
 	$(BIN)/python bench/replay_bench.py
 	$(BIN)/python bench/live_bench.py
+	$(BIN)/python bench/latency_bench.py
 	$(BIN)/python bench/flat_cost_bench.py
 
 clean:
