@@ -7,7 +7,7 @@ revoked, so each termination must produce exactly one finding at termination + 2
 bench reads the findings topic and takes, per finding, the wall time it arrived minus that due
 time: p50, p99 and max, for the steady part and for the part after a burst of `--burst`
 reconciliation events (grants repeated for identities that hold them) was sent at once; and how
-long after the burst the latency was back under a second.
+long after the burst began findings were on time again (under a second late).
 
 Prints a table on standard error and one JSON object on standard output (`--json FILE`).
 """
@@ -185,8 +185,9 @@ class Bench:
 
     def summary(self) -> dict[str, Any]:
         assert self.burst_at is not None
-        steady = [a - d for a, d in self.arrivals if d < self.burst_at]
-        after = [(d, a - d) for a, d in self.arrivals if d >= self.burst_at]
+        # Steady: what arrived before the burst; burst: everything after it began.
+        steady = [a - d for a, d in self.arrivals if a < self.burst_at]
+        after = [(d, a - d) for a, d in self.arrivals if a >= self.burst_at]
         lags = [lag for _, lag in after]
         late = [d for d, lag in after if lag >= 1.0]
         return {
