@@ -356,7 +356,7 @@ class EcsFormat:
         return document
 
     def _offboarding(self, r: OffboardingRecord) -> dict[str, Any]:
-        late = sum(1 for e in r.entitlements if not e.within_window)
+        late = r.revoked_late
         return {
             "@timestamp": format_us(r.completed_at_us),
             "ecs": {"version": ECS_VERSION},
@@ -432,7 +432,7 @@ class CefFormat:
 
     def format(self, record: Record) -> bytes:
         if isinstance(record, OffboardingRecord):
-            late = sum(1 for e in record.entitlements if not e.within_window)
+            late = record.revoked_late
             return _cef(
                 "offboarding",
                 "Offboarding evidence",

@@ -66,7 +66,7 @@ class TextSink:
                 f"[{record.finding_id[:8]}]  {printable(record.summary)}"
             )
         else:
-            late = sum(1 for entry in record.entitlements if not entry.within_window)
+            late = record.revoked_late
             line = (
                 f"{format_us(record.completed_at_us)}  {'EVIDENCE':<9} {'':<9} "
                 f"[{record.offboarding_id[:8]}]  Offboarding of {printable(record.identity_id)} "

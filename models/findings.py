@@ -83,6 +83,11 @@ class OffboardingRecord(msgspec.Struct, frozen=True, kw_only=True):
     all_within_window: bool
     entitlements: tuple[RevokedEntitlement, ...]
 
+    @property
+    def revoked_late(self) -> int:
+        """How many of the entitlements were revoked after their window."""
+        return sum(1 for entry in self.entitlements if not entry.within_window)
+
 
 Record = FindingRecord | OffboardingRecord
 

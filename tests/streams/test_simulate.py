@@ -3,7 +3,6 @@ agrees with, through replay and through a live worker on Kafka."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import subprocess
@@ -11,10 +10,8 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaProducer
 
 from accessdrift.models.clock import format_us, parse_us
 from accessdrift.models.findings import Record, decode_record, record_key
@@ -29,7 +26,7 @@ from accessdrift.streams.simulate import (
     read_truth,
     write_simulation,
 )
-from tests.kafka import create_topics, read_topic, wait_consumed
+from tests.kafka import create_topics, produce_events, read_topic, wait_consumed
 from tests.scenarios import ListSink
 from tests.workers import ACCESSDRIFT, WorkerProcess, worker_env
 
@@ -151,19 +148,6 @@ def test_simulate_replay_verify_on_the_command_line(tmp_path: Path) -> None:
     assert "missed open" in failed.stdout
 
 
-async def _produce(bootstrap: str, topics: dict[str, str], lines: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    await producer.start()
-    try:
-        for line in lines:
-            value = line["value"]
-            key = value["device_id"] if line["topic"] == "device.posture" else value["identity_id"]
-            await producer.send(topics[line["topic"]], msgspec.json.encode(value), key=key.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def test_a_live_worker_agrees_with_the_ground_truth(broker: EmbeddedBroker, tmp_path: Path) -> None:
     events, truth_text, settings = _simulate(1000, 12)
     truth, evidence = read_truth(truth_text.splitlines())
@@ -182,13 +166,13 @@ def test_a_live_worker_agrees_with_the_ground_truth(broker: EmbeddedBroker, tmp_
     try:
         worker.wait_ready()
         lines = [json.loads(line) for line in events.splitlines()]
-        asyncio.run(_produce(broker.bootstrap, topics, lines))
+        produce_events(broker.bootstrap, topics, lines)
         wait_consumed(broker.bootstrap, env["ACCESSDRIFT_APP_ID"], list(topics.values()), 300)
         # Move the event clock past every deadline of the history.
         clock = {"topic": "device.posture", "value": {
             "event_id": "clock", "occurred_at": format_us(settings.until_us + GRACE_S * 10**6),
             "device_id": "clock", "posture": "enrolled", "identity_ids": ["clock"]}}  # fmt: skip
-        asyncio.run(_produce(broker.bootstrap, topics, [clock]))
+        produce_events(broker.bootstrap, topics, [clock])
         want = (
             sum(1 for t in truth if t.expect != "on_time")
             + sum(1 for t in truth if t.expect == "late")
