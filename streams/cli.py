@@ -220,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
         "MAX_AHEAD_S",
         None,
         "dead-letter an event dated more than this many seconds ahead of wall time (wall clock; "
-        "default 3600) or of the latest event of its partition (event clock; default 2592000)",
+        "default 3600) or of the latest event read (event clock; default 2592000)",
     )
     sim = commands.add_parser(
         "simulate",

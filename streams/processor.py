@@ -41,12 +41,21 @@ class Processor:
             state = self.engine.new_state(message.identity_id)
         return self._keep(self.engine.apply(state, message, now_us))
 
-    def route(self, message: DevicePosture) -> tuple[DeviceState, list[DeviceSignal]] | Ignored:
+    def route(
+        self, message: DevicePosture, routed: dict[str, DeviceState] | None = None
+    ) -> tuple[DeviceState, list[DeviceSignal]] | Ignored:
         """One posture event for one device: its new state and the signals for identities (or
         why it was ignored: a repeat or stale). The shell stores the state with `keep_device`
         once the signals are safely on their way: stored first, a crash in between would make
-        the event a repeat and lose them."""
-        return route_device(self.devices.get(message.device_id), message)
+        the event a repeat and lose them. `routed` collects the states routed but not yet kept
+        (a batch), which the device's next event must see."""
+        known = None if routed is None else routed.get(message.device_id)
+        result = route_device(
+            self.devices.get(message.device_id) if known is None else known, message
+        )
+        if routed is not None and not isinstance(result, str):
+            routed[message.device_id] = result[0]
+        return result
 
     def keep_device(self, state: DeviceState) -> None:
         self.devices.put(state)

@@ -116,19 +116,29 @@ def outgoing(step: Step) -> list[Outgoing]:
 
 
 class TableStore:
-    """Identity states with their outboxes, as bytes in a mapping keyed by identity id bytes."""
+    """Identity states with their outboxes, as bytes in a mapping keyed by identity id bytes.
+
+    Puts are kept as live objects until `flush` writes them, once per stream step: in the worker
+    every write to the table is a changelog record, and a batch that touches one identity five
+    times (a reconciliation re-asserting its grants) should cost one. Everything read here sees
+    the puts not yet flushed.
+    """
 
     def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
         self.table = table
-        # The outbox read with the state by `get`, for the `put` of the same step: the
-        # processing loop always gets before it puts, and the value need not be decoded twice.
+        #: Put since the last flush.
+        self._dirty: dict[bytes, Stored] = {}
+        #: The outbox read with a state by `get`, for the `put` of the same step: the processing
+        #: loop always gets before it puts, and the value need not be decoded twice.
         self._read_outbox: dict[bytes, list[Outgoing]] = {}
-        # The outbox each `put` left, for the shell's `outbox` call that follows it: whether
-        # there is anything to publish is known without decoding the state again.
-        self._written_outbox: dict[bytes, list[Outgoing]] = {}
+        #: What the last flush wrote with an outbox waiting, until it is delivered.
+        self._flushed: dict[bytes, Stored] = {}
 
     def get(self, identity_id: str) -> IdentityState | None:
         key = identity_id.encode()
+        dirty = self._dirty.get(key)
+        if dirty is not None:
+            return dirty.state
         stored = self._load(key)
         if stored is None:
             self._read_outbox[key] = []
@@ -137,46 +147,66 @@ class TableStore:
         return stored.state
 
     def peek(self, identity_id: str) -> IdentityState | None:
-        """The stored state, read outside the processing loop (the API): changes nothing."""
+        """The state as flushed, read outside the processing loop (the API): changes nothing."""
         stored = self._load(identity_id.encode())
         return None if stored is None else stored.state
 
     def put(self, step: Step) -> None:
         key = step.state.identity_id.encode()
-        outbox = self._read_outbox.pop(key, None)
-        if outbox is None:
-            previous = self._load(key)
-            outbox = [] if previous is None else previous.outbox
+        dirty = self._dirty.get(key)
+        if dirty is not None:
+            outbox = dirty.outbox
+        else:
+            read = self._read_outbox.pop(key, None)
+            if read is None:
+                previous = self._load(key)
+                read = [] if previous is None else previous.outbox
+            outbox = read
         outbox.extend(outgoing(step))
-        self.table[key] = _STORED_ENCODER.encode(Stored(step.state, outbox))
-        self._written_outbox[key] = outbox
+        self._dirty[key] = Stored(step.state, outbox)
+
+    def flush(self) -> list[str]:
+        """Write what was put since the last flush; returns the identities whose outbox waits."""
+        waiting = []
+        for key, stored in self._dirty.items():
+            self.table[key] = _STORED_ENCODER.encode(stored)
+            if stored.outbox:
+                self._flushed[key] = stored
+                waiting.append(key.decode())
+            else:
+                self._flushed.pop(key, None)
+        self._dirty.clear()
+        self._read_outbox.clear()
+        return waiting
 
     def states(self) -> Iterator[IdentityState]:
-        for value in self.table.values():
-            yield _STORED_DECODER.decode(value).state
+        for stored in self._dirty.values():
+            yield stored.state
+        for key, value in self.table.items():
+            if key not in self._dirty:
+                yield _STORED_DECODER.decode(value).state
 
     def outbox(self, identity_id: str) -> list[Outgoing]:
         """What the identity's steps decided to publish and is not known to be delivered."""
         key = identity_id.encode()
-        written = self._written_outbox.pop(key, None)
-        if written is not None:
-            return written
-        stored = self._load(key)
+        stored = self._dirty.get(key) or self._flushed.get(key) or self._load(key)
         return [] if stored is None else stored.outbox
 
     def delivered(self, identity_id: str) -> None:
-        """Everything in the identity's outbox was acknowledged: clear it (durably)."""
+        """Everything in the identity's outbox was acknowledged: clear it (in the table at the
+        next flush)."""
         key = identity_id.encode()
         self._read_outbox.pop(key, None)
-        self._written_outbox.pop(key, None)
-        stored = self._load(key)
+        flushed = self._flushed.pop(key, None)
+        stored = self._dirty.get(key) or flushed or self._load(key)
         if stored is not None and stored.outbox:
             stored.outbox.clear()
-            self.table[key] = _STORED_ENCODER.encode(stored)
+            self._dirty[key] = stored
 
     def entries(self) -> Iterator[tuple[bytes, IdentityState, bool]]:
-        """(key, state, whether its outbox waits) for every identity: the worker rebuilds its
-        deadline index and redelivers outboxes from these after a partition is assigned."""
+        """(key, state, whether its outbox waits) for every identity, as flushed: the worker
+        rebuilds its deadline index and redelivers outboxes from these after a partition is
+        assigned."""
         for key, value in self.table.items():
             stored = _STORED_DECODER.decode(value)
             yield key, stored.state, bool(stored.outbox)

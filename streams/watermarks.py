@@ -74,13 +74,15 @@ def combine(values: Iterable[tuple[int, bool]], mode: ClockMode, wall_us: int) -
 class Watermarks:
     """What one inbox partition knows of every channel that feeds it, and the clock that follows.
 
-    `inputs` names the input topics whose partitions feed this inbox directly; `device_channels`
-    and `identity_channels` how many device-inbox and identity-inbox partitions do (0 for none).
-    A channel nobody has reported on holds the clock back (None: not known yet).
+    `inputs` names the input topics whose partitions feed this inbox directly, `device_inputs`
+    those that feed the device inbox; `device_channels` and `identity_channels` say how many
+    device-inbox and identity-inbox partitions feed this one (0 for none). A channel nobody has
+    reported on holds the clock back (None: not known yet).
     """
 
     mode: ClockMode
     inputs: tuple[str, ...]
+    device_inputs: tuple[str, ...]
     device_channels: int
     identity_channels: int
     partitions_of: dict[str, int] = field(default_factory=dict)
@@ -104,16 +106,7 @@ class Watermarks:
         """This partition's own progress, as a channel of itself."""
         self.channels[("identity", "", partition)] = value
 
-    def _values(self, with_identities: bool) -> list[tuple[int, bool]] | None:
-        keys: list[tuple[ChannelKind, str, int]] = []
-        for topic in self.inputs:
-            count = self.partitions_of.get(topic)
-            if count is None:
-                return None
-            keys.extend(("input", topic, partition) for partition in range(count))
-        keys.extend(("device", "", partition) for partition in range(self.device_channels))
-        if with_identities:
-            keys.extend(("identity", "", partition) for partition in range(self.identity_channels))
+    def _reported(self, keys: list[tuple[ChannelKind, str, int]]) -> list[tuple[int, bool]] | None:
         values = []
         for key in keys:
             value = self.channels.get(key)
@@ -122,17 +115,63 @@ class Watermarks:
             values.append(value)
         return values
 
+    def _inputs(self, topics: tuple[str, ...]) -> list[tuple[int, bool]] | None:
+        keys: list[tuple[ChannelKind, str, int]] = []
+        for topic in topics:
+            count = self.partitions_of.get(topic)
+            if count is None:
+                return None
+            keys.extend(("input", topic, partition) for partition in range(count))
+        return self._reported(keys)
+
+    def _inboxes(
+        self, kind: ChannelKind, count: int, fed: tuple[int, bool]
+    ) -> list[tuple[int, bool]] | None:
+        """The reports of `count` inbox partitions, each judged against `fed`, what this
+        partition knows of the inputs that feed them. An inbox reported idle has processed what
+        its inputs held when it reported; in event time, if they have moved on since, it may
+        hold unprocessed events, so it counts as busy at its watermark until it reports again
+        (idle, it would hold nothing back)."""
+        values = self._reported([(kind, "", partition) for partition in range(count)])
+        if values is None or self.mode == "wall":
+            return values
+        fed_us = fed[0]
+        return [(us, False) if idle and us < fed_us else (us, idle) for us, idle in values]
+
+    def _values(self, wall_us: int, with_identities: bool) -> list[tuple[int, bool]] | None:
+        values = self._inputs(self.inputs)
+        if values is None:
+            return None
+        if self.device_channels:
+            device_inputs = self._inputs(self.device_inputs)
+            if device_inputs is None:
+                return None
+            devices = self._inboxes(
+                "device", self.device_channels, combine(device_inputs, self.mode, wall_us)
+            )
+            if devices is None:
+                return None
+            values.extend(devices)
+        if with_identities and self.identity_channels:
+            identities = self._inboxes(
+                "identity", self.identity_channels, combine(values, self.mode, wall_us)
+            )
+            if identities is None:
+                return None
+            values.extend(identities)
+        return values
+
     def progress(self, wall_us: int) -> tuple[int, bool] | None:
         """How far this partition's inputs (not other identity partitions) have been processed:
         what it reports of itself to the others. None until every channel has reported."""
-        values = self._values(with_identities=False)
+        values = self._values(wall_us, with_identities=False)
         return None if values is None else combine(values, self.mode, wall_us)
 
     def advance(self, wall_us: int) -> int | None:
         """The clock after the reports taken in so far: the minimum over every channel, never
         backwards, never past wall time. None until every channel has reported (and no clock
         was restored)."""
-        values = self._values(with_identities=True)
+        values = self._values(wall_us, with_identities=True)
         if values is not None:
             watermark_us, _ = combine(values, self.mode, wall_us)
             self.clock_us = max(self.clock_us, min(watermark_us, wall_us))
@@ -146,37 +185,34 @@ class Watermarks:
 @dataclass
 class InputProgress:
     """How far one worker has read each input partition it owns: the event time of the latest
-    record, and the offset after it. The ingest agents update it as they forward records."""
+    record. Ingest keeps it as it forwards records (`streams/ingest.py`)."""
 
     latest_us: dict[tuple[str, int], int] = field(default_factory=dict)
-    next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def read(self, topic: str, partition: int, offset: int, occurred_at_us: int | None) -> None:
-        """A record was forwarded (or dead-lettered: it still counts as read)."""
+    def read(self, topic: str, partition: int, latest_us: int) -> None:
+        """Records up to `latest_us` were read from the partition and forwarded."""
         key = (topic, partition)
-        self.next_offset[key] = offset + 1
-        if occurred_at_us is not None and occurred_at_us > self.latest_us.get(key, NEVER_US):
-            self.latest_us[key] = occurred_at_us
+        if latest_us > self.latest_us.get(key, NEVER_US):
+            self.latest_us[key] = latest_us
+
+    def forget(self, topic: str, partition: int) -> None:
+        """The partition is no longer this worker's to report."""
+        self.latest_us.pop((topic, partition), None)
 
     def report(
         self,
         topic: str,
         partition: int,
-        end_offset: int | None,
-        start_offset: int | None,
+        end_offset: int,
+        position: int,
         mode: ClockMode,
         wall_us: int,
     ) -> Report | None:
-        """What to report of one owned input partition, given its end offset (None: not known
-        yet) and the offset reading started from (the committed one, or the log start). None when
-        nothing can be said yet: the channel then holds the clock back, which is safe."""
-        if end_offset is None:
-            return None
-        key = (topic, partition)
-        position = self.next_offset.get(key, start_offset)
-        idle = position is not None and position >= end_offset
-        latest_us = self.latest_us.get(key)
-        if idle:
+        """What to report of one owned input partition, given its end offset and the offset of
+        the next record to read. None when nothing can be said yet (nothing read, records
+        waiting): the channel then holds the clock back, which is safe."""
+        latest_us = self.latest_us.get((topic, partition))
+        if position >= end_offset:
             if mode == "wall":
                 return Report("input", topic, partition, wall_us, True)
             seen_us = NEVER_US if latest_us is None else latest_us

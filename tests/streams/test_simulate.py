@@ -18,6 +18,7 @@ from accessdrift.models.findings import Record, decode_record, record_key
 from accessdrift.models.policy import Policy
 from accessdrift.streams.broker import EmbeddedBroker
 from accessdrift.streams.engine import Engine
+from accessdrift.streams.ingest import ingest_group
 from accessdrift.streams.replay import DEFAULT_LATENESS_S, replay
 from accessdrift.streams.simulate import (
     LAG_US,
@@ -167,7 +168,9 @@ def test_a_live_worker_agrees_with_the_ground_truth(broker: EmbeddedBroker, tmp_
         worker.wait_ready()
         lines = [json.loads(line) for line in events.splitlines()]
         produce_events(broker.bootstrap, topics, lines)
-        wait_consumed(broker.bootstrap, env["ACCESSDRIFT_APP_ID"], list(topics.values()), 300)
+        wait_consumed(
+            broker.bootstrap, ingest_group(env["ACCESSDRIFT_APP_ID"]), list(topics.values()), 300
+        )
         # Move the event clock past every deadline of the history.
         clock = {"topic": "device.posture", "value": {
             "event_id": "clock", "occurred_at": format_us(settings.until_us + GRACE_S * 10**6),

@@ -70,10 +70,15 @@ def test_the_table_store_keeps_what_a_step_publishes_until_it_is_delivered() -> 
     assert [o.kind for o in store.outbox("svc")] == [MESSAGE]
     store.put(_step("svc", "active", T0, owner="alice"))
     assert len(store.outbox("svc")) == 2, "an undelivered outbox is added to, not replaced"
+
+    assert table == {}, "nothing is written before the flush"
+    assert store.flush() == ["svc"]
     assert [(k, waiting) for k, _, waiting in store.entries()] == [(b"svc", True)]
+    assert len(TableStore(table).outbox("svc")) == 2, "the outbox is in the table itself"
 
     store.delivered("svc")
     assert store.outbox("svc") == []
+    assert store.flush() == []
     assert TableStore(table).outbox("svc") == [], "cleared in the table itself"
 
 
@@ -88,3 +93,27 @@ def test_the_table_store_keeps_the_outbox_across_get_then_put() -> None:
     store.put(_step("svc", "active", T0, owner="alice"))
 
     assert len(store.outbox("svc")) == 1, "only what was put after the delivery waits"
+
+
+def test_the_table_store_writes_each_identity_once_per_flush() -> None:
+    writes: list[bytes] = []
+
+    class Table(dict[bytes, bytes]):
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            writes.append(key)
+            super().__setitem__(key, value)
+
+    table = Table()
+    store = TableStore(table)
+    for at_us in range(T0, T0 + 5):
+        state = store.get("alice") or ENGINE.new_state("alice")
+        message = StatusChange("alice", f"e{at_us}", at_us, "active", "human", None, None)
+        store.put(ENGINE.apply(state, message, at_us))
+    assert store.flush() == []
+    store.flush()
+
+    assert writes == [b"alice"], "five steps, one write; a flush with nothing put writes nothing"
+    flushed = TableStore(table).get("alice")
+    assert flushed is not None
+    assert flushed == store.get("alice")
+    assert [s.identity_id for s in store.states()] == ["alice"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from accessdrift.models.state import NEVER_US
+from accessdrift.streams.ingest import plausibility_error
 from accessdrift.streams.watermarks import InputProgress, Mark, Report, Watermarks, combine
-from accessdrift.streams.worker import WorkerSettings, plausibility_error
+from accessdrift.streams.worker import WorkerSettings
 
 S = 1_000_000
 WALL = 1_800_000_000 * S
@@ -32,7 +33,7 @@ def _mark(*reports: Report, partitions: int = 2) -> Mark:
 
 
 def test_a_channel_nobody_reported_holds_the_clock_back() -> None:
-    marks = Watermarks("wall", ("hr",), device_channels=0, identity_channels=0)
+    marks = Watermarks("wall", ("hr",), (), device_channels=0, identity_channels=0)
     marks.update(_mark(Report("input", "hr", 0, WALL - 10 * S, False)))
 
     assert marks.advance(WALL) is None
@@ -42,7 +43,7 @@ def test_a_channel_nobody_reported_holds_the_clock_back() -> None:
 
 
 def test_the_clock_never_goes_back_and_a_restored_clock_is_its_floor() -> None:
-    marks = Watermarks("event", ("hr",), device_channels=0, identity_channels=0)
+    marks = Watermarks("event", ("hr",), (), device_channels=0, identity_channels=0)
     marks.restore(500)
     assert marks.advance(WALL) == 500, "known from the table before any report"
     marks.update(_mark(Report("input", "hr", 0, 300, False), Report("input", "hr", 1, 900, False)))
@@ -54,13 +55,17 @@ def test_the_clock_never_goes_back_and_a_restored_clock_is_its_floor() -> None:
 
 
 def test_device_and_identity_channels_count_and_progress_excludes_identities() -> None:
-    marks = Watermarks("event", ("hr",), device_channels=1, identity_channels=2)
+    marks = Watermarks("event", ("hr",), ("mdm",), device_channels=1, identity_channels=2)
     marks.update(
-        _mark(
-            Report("input", "hr", 0, 800, False),
-            Report("input", "hr", 1, 900, True),
-            Report("device", "", 0, 600, False),
-            Report("identity", "", 1, 400, False),
+        Mark(
+            {"hr": 2, "mdm": 1},
+            [
+                Report("input", "hr", 0, 800, False),
+                Report("input", "hr", 1, 900, True),
+                Report("input", "mdm", 0, 600, True),
+                Report("device", "", 0, 600, False),
+                Report("identity", "", 1, 400, False),
+            ],
         )
     )
 
@@ -70,24 +75,63 @@ def test_device_and_identity_channels_count_and_progress_excludes_identities() -
     assert marks.advance(WALL) == 400
 
 
+def test_an_inbox_idle_before_its_inputs_moved_on_holds_the_event_clock() -> None:
+    """A device partition said it was idle at 600; the device topic has since been read to 900,
+    so it may hold unprocessed posture events: idle, it would let the clock jump past them."""
+    marks = Watermarks("event", ("hr",), ("mdm",), device_channels=1, identity_channels=1)
+    marks.update(
+        Mark(
+            {"hr": 1, "mdm": 1},
+            [
+                Report("input", "hr", 0, 1000, True),
+                Report("input", "mdm", 0, 900, True),
+                Report("device", "", 0, 600, True),
+            ],
+        )
+    )
+    assert marks.progress(WALL) == (600, False)
+    marks.set_own(0, (600, False))
+    assert marks.advance(WALL) == 600
+
+    marks.update(Mark({}, [Report("device", "", 0, 900, True)]))
+    assert marks.progress(WALL) == (1000, True), "caught up: idle again, nothing held back"
+    marks.set_own(0, (1000, True))
+    assert marks.advance(WALL) == 1000
+
+
+def test_in_wall_time_a_stale_idle_report_holds_the_clock_at_its_own_time() -> None:
+    marks = Watermarks("wall", ("hr",), ("mdm",), device_channels=1, identity_channels=0)
+    marks.update(
+        Mark(
+            {"hr": 1, "mdm": 1},
+            [
+                Report("input", "hr", 0, WALL, True),
+                Report("input", "mdm", 0, WALL, True),
+                Report("device", "", 0, WALL - 5 * S, True),
+            ],
+        )
+    )
+    assert marks.advance(WALL) == WALL - 5 * S
+
+
 def test_a_partition_read_to_its_end_is_idle() -> None:
     progress = InputProgress()
-    assert (
-        progress.report("hr", 0, end_offset=None, start_offset=0, mode="wall", wall_us=WALL) is None
-    )
-    empty = progress.report("hr", 0, end_offset=0, start_offset=0, mode="wall", wall_us=WALL)
+    empty = progress.report("hr", 0, end_offset=0, position=0, mode="wall", wall_us=WALL)
     assert empty == Report("input", "hr", 0, WALL, True)
-    behind = progress.report("hr", 0, end_offset=5, start_offset=0, mode="wall", wall_us=WALL)
+    behind = progress.report("hr", 0, end_offset=5, position=0, mode="wall", wall_us=WALL)
     assert behind is None, "records to read, none read yet: nothing can be said"
 
-    progress.read("hr", 0, offset=3, occurred_at_us=WALL - 60 * S)
-    assert progress.report("hr", 0, 5, 0, "wall", WALL) == Report(
+    progress.read("hr", 0, WALL - 60 * S)
+    assert progress.report("hr", 0, 5, 4, "wall", WALL) == Report(
         "input", "hr", 0, WALL - 60 * S, False
     )
-    progress.read("hr", 0, offset=4, occurred_at_us=WALL - 90 * S)
-    assert progress.report("hr", 0, 5, 0, "event", WALL) == Report(
+    progress.read("hr", 0, WALL - 90 * S)
+    assert progress.report("hr", 0, 5, 5, "event", WALL) == Report(
         "input", "hr", 0, WALL - 60 * S, True
-    )
+    ), "an older event does not move the watermark back"
+
+    progress.forget("hr", 0)
+    assert progress.report("hr", 0, 6, 5, "wall", WALL) is None, "forgotten: nothing to say"
 
 
 def test_a_partition_committed_to_its_end_is_idle_after_a_restart() -> None:
@@ -112,7 +156,9 @@ def test_implausible_timestamps(
 ) -> None:
     settings = WorkerSettings(broker="x", clock=clock)  # type: ignore[arg-type]
 
-    problem = plausibility_error(occurred_at_us, settings, latest_us, WALL)
+    problem = plausibility_error(
+        occurred_at_us, settings.clock, settings.max_ahead_us, latest_us, WALL
+    )
 
     assert (problem is not None) == rejected
     if problem is not None:

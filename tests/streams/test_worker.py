@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from accessdrift.streams.broker import EmbeddedBroker
-from accessdrift.streams.worker import HEADER_ERROR, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC
+from accessdrift.streams.ingest import HEADER_ERROR, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC
 from tests.kafka import read_topic, send_raw
 from tests.workers import ACCESSDRIFT, WorkerProcess, worker_env
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from accessdrift.streams.broker import EmbeddedBroker
+from accessdrift.streams.ingest import ingest_group
 from tests.kafka import create_topics, produce_events, read_topic, wait_consumed
 from tests.workers import WorkerProcess, wait_for, worker_env
 
@@ -116,7 +117,7 @@ def test_a_backlog_read_after_downtime_raises_no_false_finding(
     worker = WorkerProcess(env, tmp_path, "worker")
     try:
         worker.wait_ready()
-        wait_consumed(broker.bootstrap, run, list(topics.values()), timeout_s=180)
+        wait_consumed(broker.bootstrap, ingest_group(run), list(topics.values()), timeout_s=180)
         # Caught up: the clock is at wall time now, every deadline is past; let them fire.
         wanted = sum(expected.values())
         wait_for(lambda: len(_findings(broker, env)) >= wanted, 60, worker.log)

@@ -30,6 +30,7 @@ from accessdrift.models.findings import FindingRecord
 from accessdrift.models.policy import Policy
 from accessdrift.streams.broker import EmbeddedBroker
 from accessdrift.streams.engine import Engine
+from accessdrift.streams.ingest import ingest_group
 from accessdrift.streams.replay import replay
 from tests.kafka import read_topic, wait_consumed
 from tests.scenarios import ListSink, Scenario, load_scenarios
@@ -151,7 +152,7 @@ def test_golden_scenarios_through_kafka_match_replay(
         # Not needed for correctness (the clock waits for every channel, the device hop
         # included), but it keeps each scenario's events ahead of its clock event in every
         # partition, as the replay has them.
-        wait_consumed(broker.bootstrap, env["ACCESSDRIFT_APP_ID"], list(topics.values()))
+        wait_consumed(broker.bootstrap, ingest_group(env["ACCESSDRIFT_APP_ID"]), list(topics.values()))
         clock = {
             "topic": "device.posture",
             "value": {
