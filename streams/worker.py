@@ -40,9 +40,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Awaitable
 from typing import Any, Final
 
 import faust

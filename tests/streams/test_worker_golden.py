@@ -152,7 +152,9 @@ def test_golden_scenarios_through_kafka_match_replay(
         # Not needed for correctness (the clock waits for every channel, the device hop
         # included), but it keeps each scenario's events ahead of its clock event in every
         # partition, as the replay has them.
-        wait_consumed(broker.bootstrap, ingest_group(env["ACCESSDRIFT_APP_ID"]), list(topics.values()))
+        wait_consumed(
+            broker.bootstrap, ingest_group(env["ACCESSDRIFT_APP_ID"]), list(topics.values())
+        )
         clock = {
             "topic": "device.posture",
             "value": {
