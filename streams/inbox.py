@@ -53,6 +53,8 @@ DEVICE_INBOX: Final = msgspec.msgpack.Decoder(DeviceBatch | Mark)
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _PARTITIONER: Final = DefaultPartitioner()
+#: Keys whose partition is kept: about 10 MB at most.
+_PARTITIONS_KEPT: Final = 100_000
 
 M = TypeVar("M", bound=IdentityMessage | DevicePosture)
 
@@ -63,13 +65,19 @@ def encode(value: IdentityMessage | DevicePosture | Mark) -> bytes:
 
 class Partitioner:
     """The partition of a key in a topic of `partitions` partitions: Kafka's default (murmur2),
-    which is what faust's tables use for their keys."""
+    which is what faust's tables use for their keys. aiokafka's murmur2 is pure Python (a few
+    µs a key) and the same identities come back batch after batch, so recent answers are kept."""
 
     def __init__(self, partitions: int) -> None:
         self._all = list(range(partitions))
+        self._known: dict[bytes, int] = {}
 
     def __call__(self, key: bytes) -> int:
-        partition: int = _PARTITIONER(key, self._all, self._all)
+        partition = self._known.get(key)
+        if partition is None:
+            if len(self._known) >= _PARTITIONS_KEPT:
+                self._known.clear()
+            partition = self._known[key] = _PARTITIONER(key, self._all, self._all)
         return partition
 
 

@@ -51,7 +51,7 @@ HEADER_OFFSET: Final = "accessdrift-offset"
 
 #: Records taken from the consumer per round: large enough that per-round costs (a few sends,
 #: a commit) vanish per event, small enough that a round takes tens of milliseconds.
-MAX_RECORDS_PER_ROUND: Final = 4000
+MAX_RECORDS_PER_ROUND: Final = 10_000
 
 
 def ingest_group(app_id: str) -> str:
@@ -69,14 +69,16 @@ def plausibility_error(
     from any input partition (before either is known, nothing is rejected). Not the latest of the
     event's own partition: a partition quiet for a month of history is not wrong to go on."""
     if mode == "wall":
-        reference_us, reference = wall_us, "wall time"
+        reference_us = wall_us
     elif latest_us is not None and latest_us != NEVER_US:
         reference_us = latest_us
-        reference = f"the latest event read ({format_us(latest_us)})"
     else:
         return None
     if occurred_at_us <= reference_us + max_ahead_us:
         return None
+    reference = (
+        "wall time" if mode == "wall" else f"the latest event read ({format_us(reference_us)})"
+    )
     allowed = format_duration_s(max_ahead_us / US_PER_S)
     return (
         f"value.occurred_at: {format_us(occurred_at_us)} is more than {allowed} ahead of "
