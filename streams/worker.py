@@ -192,6 +192,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     store = TableStore(identities_table)
     device_store = TableDevices(devices_table)
     partition_of = Partitioner(settings.partitions)
+    fetch_wait_ms = max(10, round(settings.tick_interval_s * 1000))
     identity_topics = tuple(topics.for_stream(name) for name in IDENTITY_STREAMS)
     device_topic = topics.for_stream(DEVICE_POSTURE)
     owned_identities: dict[int, IdentityPartition] = {}
@@ -392,6 +393,15 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         device_marks.clear()
         progress.inboxes.clear()
 
+    def shorten_fetch_wait(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # faust creates its consumer with a fixed 1.5 s `fetch_max_wait_ms`. A broker that does
+        # not answer a long poll as soon as one of many partitions has data (the embedded Tansu
+        # broker answers a fetch of 16 partitions about 0.5 s late) then delays each hop between
+        # the agents, and so every mark, by that much; a wait of one tick costs at most one idle
+        # fetch request per tick. The fetcher reads the value for each request it builds.
+        consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        consumer._fetcher._fetch_max_wait_ms = fetch_wait_ms
+
     def clock_of(identity_id: str) -> int:
         owned = owned_identities.get(partition_of(identity_id.encode()))
         return NEVER_US if owned is None else owned.now_us
@@ -406,6 +416,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         lambda: sorted(owned_identities),
     ).install()
     app.on_partitions_revoked.connect(forget_partitions)  # type: ignore[arg-type]  # mode stubs
+    app.on_partitions_assigned.connect(shorten_fetch_wait)  # type: ignore[arg-type]
 
     return app
 
