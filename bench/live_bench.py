@@ -4,7 +4,8 @@ bare aiokafka consumer reading them. The worker's findings are checked against t
 ground truth, so its speed never comes from skipping work.
 
 Each rate is events from the first to the last record seen (group joins excluded). The broker
-shares this machine's two cores with whatever is measured.
+shares this machine's two cores with whatever is measured. Then two workers of a new group read
+the same backlog (scale-out), checked against the truth as well.
 
 Prints a table on standard error and one JSON object on standard output (`--json FILE` keeps it).
 Options: `--identities` (default 2,500: about 36,000 events), `--seed`.
@@ -43,14 +44,17 @@ TARGET_EVENTS_PER_S = 20_000
 TARGET_VS_FAUST = 3.0
 
 
-async def _load(bootstrap: str, topics: dict[str, str], lines: list[dict[str, Any]]) -> None:
+async def _create(bootstrap: str, names: list[str]) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        names = [*topics.values(), topics["findings"]]
         await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in set(names)])
     finally:
         await admin.close()
+
+
+async def _load(bootstrap: str, topics: dict[str, str], lines: list[dict[str, Any]]) -> None:
+    await _create(bootstrap, list(topics.values()))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
     await producer.start()
     try:
@@ -116,42 +120,56 @@ def _consumed(metrics_url: str) -> float:
     )
 
 
-def _worker(
-    broker: EmbeddedBroker, topics: dict[str, str], expected: int, home: Path
-) -> tuple[float, subprocess.Popen[bytes], str]:
+def _workers(
+    broker: EmbeddedBroker, topics: dict[str, str], expected: int, home: Path, count: int = 1
+) -> tuple[float, list[subprocess.Popen[bytes]]]:
+    """`count` workers of one new group reading the backlog: their events/s together."""
     (home / "policy.toml").write_text("")
-    port = free_port()
-    env = {
-        **os.environ,
-        "ACCESSDRIFT_BROKER": broker.bootstrap,
-        "ACCESSDRIFT_APP_ID": f"bench-{uuid.uuid4().hex[:6]}",
-        "ACCESSDRIFT_POLICY": str(home / "policy.toml"),
-        "ACCESSDRIFT_PARTITIONS": str(PARTITIONS),
-        "ACCESSDRIFT_GRACE_S": str(GRACE_S),
-        "ACCESSDRIFT_CLOCK": "event",
-        "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
-        "ACCESSDRIFT_DATA_DIR": str(home / "data"),
-        "ACCESSDRIFT_WEB_PORT": str(port),
-        **{f"ACCESSDRIFT_TOPIC_{k.replace('.', '_').upper()}": v for k, v in topics.items()},
-    }
-    with (home / "worker.log").open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "accessdrift.streams.cli", "worker"],
-            env=env, stdout=output, stderr=subprocess.STDOUT, cwd=home, start_new_session=True,
-        )  # fmt: skip
-    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    processes, urls = [], []
+    for number in range(count):
+        port = free_port()
+        env = {
+            **os.environ,
+            "ACCESSDRIFT_BROKER": broker.bootstrap,
+            "ACCESSDRIFT_APP_ID": app_id,
+            "ACCESSDRIFT_POLICY": str(home / "policy.toml"),
+            "ACCESSDRIFT_PARTITIONS": str(PARTITIONS),
+            "ACCESSDRIFT_GRACE_S": str(GRACE_S),
+            "ACCESSDRIFT_CLOCK": "event",
+            "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
+            "ACCESSDRIFT_DATA_DIR": str(home / f"data-{app_id}-{number}"),
+            "ACCESSDRIFT_WEB_PORT": str(port),
+            **{f"ACCESSDRIFT_TOPIC_{k.replace('.', '_').upper()}": v for k, v in topics.items()},
+        }
+        log = home / f"worker-{app_id}-{number}.log"
+        with log.open("wb") as output:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "accessdrift.streams.cli", "worker"],
+                env=env, stdout=output, stderr=subprocess.STDOUT, cwd=home, start_new_session=True,
+            ))  # fmt: skip
+        urls.append(f"http://127.0.0.1:{port}/metrics")
     first = None
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
-        consumed = _consumed(metrics_url)
+        consumed = sum(_consumed(url) for url in urls)
         if consumed and first is None:
             first = (time.perf_counter(), consumed)
         if consumed >= expected and first is not None:
-            return (expected - first[1]) / (time.perf_counter() - first[0]), process, metrics_url
-        if process.poll() is not None:
-            raise RuntimeError(f"worker exited:\n{(home / 'worker.log').read_text()[-3000:]}")
+            return (expected - first[1]) / (time.perf_counter() - first[0]), processes
+        for number, process in enumerate(processes):
+            if process.poll() is not None:
+                log = home / f"worker-{app_id}-{number}.log"
+                raise RuntimeError(f"worker exited:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
-    raise RuntimeError("the worker did not consume the backlog in 30 minutes")
+    raise RuntimeError("the workers did not consume the backlog in 30 minutes")
+
+
+def _check(bootstrap: str, topic: str, truth_text: str) -> tuple[bool, str]:
+    values = asyncio.run(_findings(bootstrap, topic))
+    truth, evidence = read_truth(truth_text.splitlines())
+    agreement = compare(truth, evidence, [decode_record(v) for v in values])
+    return agreement.agrees, agreement.describe()
 
 
 async def _findings(bootstrap: str, topic: str, quiet_s: float = 10.0) -> list[bytes]:
@@ -197,27 +215,41 @@ def main() -> None:
         print("bench: measuring a bare faust agent ...", file=sys.stderr)
         results["faust"] = _bare_faust(broker.bootstrap, inputs, count, home)
         print("bench: measuring the worker ...", file=sys.stderr)
-        rate, worker, _ = _worker(broker, topics, count, home)
+        rate, workers = _workers(broker, topics, count, home)
         results["worker"] = rate
         try:
             asyncio.run(_load_clock(broker.bootstrap, topics, clock))
-            values = asyncio.run(_findings(broker.bootstrap, topics["findings"]))
+            results["agrees_with_truth"], results["truth"] = _check(
+                broker.bootstrap, topics["findings"], truth_text.getvalue()
+            )
         finally:
-            stop_process_group(worker, timeout_s=20)
-    truth, evidence = read_truth(truth_text.getvalue().splitlines())
-    agreement = compare(truth, evidence, [decode_record(v) for v in values])
-    results["agrees_with_truth"] = agreement.agrees
-    results["truth"] = agreement.describe()
+            for worker in workers:
+                stop_process_group(worker, timeout_s=20)
+        # Scale-out: the same backlog (now with the clock event at its end) read by two workers
+        # of a new group, publishing to a topic of their own, checked against the truth again.
+        print("bench: measuring two workers ...", file=sys.stderr)
+        two = {**topics, "findings": f"{run}.findings-2"}
+        asyncio.run(_create(broker.bootstrap, [two["findings"]]))
+        rate, workers = _workers(broker, two, count + 1, home, count=2)
+        results["two_workers"] = rate
+        try:
+            agrees, described = _check(broker.bootstrap, two["findings"], truth_text.getvalue())
+        finally:
+            for worker in workers:
+                stop_process_group(worker, timeout_s=20)
+        results["two_workers_agree_with_truth"] = agrees
     results["obligations"] = obligations
     results["worker_vs_faust"] = results["worker"] / results["faust"]
     results["worker_vs_aiokafka"] = results["worker"] / results["aiokafka"]
+    results["two_workers_vs_one"] = results["two_workers"] / results["worker"]
     print(f"{'consumer':<22}{'events/s':>12}", file=sys.stderr)
-    for name in ("aiokafka", "faust", "worker"):
+    for name in ("aiokafka", "faust", "worker", "two_workers"):
         print(f"{name:<22}{results[name]:>12,.0f}", file=sys.stderr)
     print(
         f"worker: {results['worker_vs_faust']:.2f}x a bare faust agent (target "
         f"{TARGET_VS_FAUST:.0f}x), {results['worker'] / TARGET_EVENTS_PER_S:.2f}x the "
-        f"{TARGET_EVENTS_PER_S:,} events/s target; findings: {agreement.describe()}",
+        f"{TARGET_EVENTS_PER_S:,} events/s target; findings: {results['truth']}; two workers: "
+        f"{results['two_workers_vs_one']:.2f}x one, findings: {described}",
         file=sys.stderr,
     )
     text = json.dumps(results, indent=2, sort_keys=True)
