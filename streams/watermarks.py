@@ -53,12 +53,19 @@ class Mark(msgspec.Struct, frozen=True, tag=True, gc=False):
     reports: list[Report]
 
 
-def combine(values: Iterable[tuple[int, bool]], mode: ClockMode, wall_us: int) -> tuple[int, bool]:
+def combine(
+    values: Iterable[tuple[int, bool]],
+    mode: ClockMode,
+    wall_us: int,
+    seen: Iterable[tuple[int, bool]] | None = None,
+) -> tuple[int, bool]:
     """One watermark for several channels: (watermark, idle).
 
     Wall clock: the minimum (an idle channel reports the wall time it was idle at), never ahead of
     `wall_us`. Event clock: the minimum over the channels that are not idle; when all are idle,
-    the latest event time any of them saw.
+    the latest event time among `seen` (default: all of them). A partition passes the input
+    channels it has read marks about as `seen`: an inbox channel's report may rest on a mark this
+    partition has not read yet, so it can hold the clock back but never move it on.
     """
     values = list(values)
     idle = all(is_idle for _, is_idle in values)
@@ -67,7 +74,8 @@ def combine(values: Iterable[tuple[int, bool]], mode: ClockMode, wall_us: int) -
     busy = [watermark for watermark, is_idle in values if not is_idle]
     if busy:
         return min(busy), False
-    return max((watermark for watermark, _ in values), default=NEVER_US), True
+    latest = values if seen is None else seen
+    return max((watermark for watermark, _ in latest), default=NEVER_US), True
 
 
 @dataclass
@@ -90,17 +98,19 @@ class Watermarks:
     clock_us: int = NEVER_US
 
     def update(self, mark: Mark) -> None:
-        """Take in a report: watermarks only move forward; idleness is the latest word."""
+        """Take in a report: watermarks only move forward. Idleness is the word of the report
+        furthest along: one behind what is known (sent before it, or by a worker that owned the
+        channel before a rebalance, read after the new owner's) may say busy, never idle."""
         for topic, count in mark.topics.items():
             if count > self.partitions_of.get(topic, 0):
                 self.partitions_of[topic] = count
         for report in mark.reports:
             key = (report.kind, report.topic, report.partition)
             known = self.channels.get(key)
-            watermark_us = (
-                report.watermark_us if known is None else max(known[0], report.watermark_us)
-            )
-            self.channels[key] = (watermark_us, report.idle)
+            if known is None or report.watermark_us >= known[0]:
+                self.channels[key] = (report.watermark_us, report.idle)
+            else:
+                self.channels[key] = (known[0], known[1] and report.idle)
 
     def set_own(self, partition: int, value: tuple[int, bool]) -> None:
         """This partition's own progress, as a channel of itself."""
@@ -138,14 +148,20 @@ class Watermarks:
         fed_us = fed[0]
         return [(us, False) if idle and us < fed_us else (us, idle) for us, idle in values]
 
-    def _values(self, wall_us: int, with_identities: bool) -> list[tuple[int, bool]] | None:
+    def _values(
+        self, wall_us: int, with_identities: bool
+    ) -> tuple[list[tuple[int, bool]], list[tuple[int, bool]]] | None:
+        """Every channel's value, and the input channels' (direct and through the device inbox)
+        alone; None while a channel has not reported."""
         values = self._inputs(self.inputs)
         if values is None:
             return None
+        seen = list(values)
         if self.device_channels:
             device_inputs = self._inputs(self.device_inputs)
             if device_inputs is None:
                 return None
+            seen.extend(device_inputs)
             devices = self._inboxes(
                 "device", self.device_channels, combine(device_inputs, self.mode, wall_us)
             )
@@ -154,26 +170,27 @@ class Watermarks:
             values.extend(devices)
         if with_identities and self.identity_channels:
             identities = self._inboxes(
-                "identity", self.identity_channels, combine(values, self.mode, wall_us)
+                "identity", self.identity_channels, combine(values, self.mode, wall_us, seen)
             )
             if identities is None:
                 return None
             values.extend(identities)
-        return values
+        return values, seen
 
     def progress(self, wall_us: int) -> tuple[int, bool] | None:
         """How far this partition's inputs (not other identity partitions) have been processed:
         what it reports of itself to the others. None until every channel has reported."""
-        values = self._values(wall_us, with_identities=False)
-        return None if values is None else combine(values, self.mode, wall_us)
+        found = self._values(wall_us, with_identities=False)
+        return None if found is None else combine(found[0], self.mode, wall_us, found[1])
 
     def advance(self, wall_us: int) -> int | None:
         """The clock after the reports taken in so far: the minimum over every channel, never
         backwards, never past wall time. None until every channel has reported (and no clock
         was restored)."""
-        values = self._values(wall_us, with_identities=True)
-        if values is not None:
-            watermark_us, _ = combine(values, self.mode, wall_us)
+        found = self._values(wall_us, with_identities=True)
+        if found is not None:
+            values, seen = found
+            watermark_us, _ = combine(values, self.mode, wall_us, seen)
             self.clock_us = max(self.clock_us, min(watermark_us, wall_us))
         return None if self.clock_us == NEVER_US else self.clock_us
 

@@ -164,3 +164,38 @@ def test_implausible_timestamps(
     if problem is not None:
         assert problem.startswith("value.occurred_at: ")
         assert "--max-ahead" in problem
+
+
+def test_an_inbox_report_never_moves_the_event_clock_past_the_inputs_this_partition_has_seen() -> (
+    None
+):
+    """Another identity partition read a newer mark (from another worker) and says it is idle at
+    150; this partition has read marks up to 100 only, and the batches before the newer mark may
+    not have reached it yet: the clock stays at 100."""
+    marks = Watermarks("event", ("hr",), ("mdm",), device_channels=1, identity_channels=2)
+    marks.update(
+        Mark(
+            {"hr": 1, "mdm": 1},
+            [
+                Report("input", "hr", 0, 100, True),
+                Report("input", "mdm", 0, 90, True),
+                Report("device", "", 0, 90, True),
+                Report("identity", "", 1, 150, True),
+            ],
+        )
+    )
+    own = marks.progress(WALL)
+    assert own == (100, True)
+    marks.set_own(0, own)
+    assert marks.advance(WALL) == 100
+
+
+def test_a_report_behind_what_is_known_can_say_busy_but_never_idle() -> None:
+    marks = Watermarks("event", ("hr",), (), device_channels=0, identity_channels=0)
+    marks.update(_mark(Report("input", "hr", 0, 500, False)))
+    marks.update(_mark(Report("input", "hr", 0, 300, True)))
+    assert marks.channels[("input", "hr", 0)] == (500, False), "an old idle report is stale"
+    marks.update(_mark(Report("input", "hr", 0, 500, True)))
+    assert marks.channels[("input", "hr", 0)] == (500, True)
+    marks.update(_mark(Report("input", "hr", 0, 400, False)))
+    assert marks.channels[("input", "hr", 0)] == (500, False), "busy again: held back"
