@@ -77,7 +77,7 @@ class Version(msgspec.Struct, gc=False, array_like=True):
         return "applied"
 
 
-class Grant(msgspec.Struct, gc=False):
+class Grant(msgspec.Struct, gc=False, omit_defaults=True):
     """What the identity holds of one entitlement."""
 
     system: str
@@ -103,7 +103,7 @@ class Grant(msgspec.Struct, gc=False):
         return self.held or (self.revoked_at_us is not None and self.revoked_at_us > moment_us)
 
 
-class DeviceView(msgspec.Struct, gc=False):
+class DeviceView(msgspec.Struct, gc=False, omit_defaults=True):
     """What an identity knows of one device through DeviceSignal messages."""
 
     posture: Posture
@@ -117,7 +117,7 @@ class DeviceView(msgspec.Struct, gc=False):
         return self.bound and self.posture == "compliant"
 
 
-class Waiver(msgspec.Struct, gc=False):
+class Waiver(msgspec.Struct, gc=False, omit_defaults=True):
     """An approved access exception; `system`/`entitlement` None means any."""
 
     exception_id: str
@@ -135,7 +135,7 @@ class Waiver(msgspec.Struct, gc=False):
         return self.entitlement is None or self.entitlement == entitlement
 
 
-class OwnedLink(msgspec.Struct, gc=False):
+class OwnedLink(msgspec.Struct, gc=False, omit_defaults=True):
     """An owner's record of one non-human identity that names it (or named it) as owner."""
 
     linked: bool
@@ -143,7 +143,7 @@ class OwnedLink(msgspec.Struct, gc=False):
     version: Version
 
 
-class TriggerState(msgspec.Struct, gc=False):
+class TriggerState(msgspec.Struct, gc=False, omit_defaults=True):
     """A state change that opened obligations; kept after it ends, for the late-event horizon."""
 
     trigger: Trigger
@@ -165,7 +165,7 @@ class TriggerState(msgspec.Struct, gc=False):
     settled: IdSet = msgspec.field(default_factory=dict)
 
 
-class Obligation(msgspec.Struct, gc=False):
+class Obligation(msgspec.Struct, gc=False, omit_defaults=True):
     """One access change that must land by `deadline_us`; its key is its `finding_id`."""
 
     finding_id: str
@@ -202,7 +202,7 @@ class Obligation(msgspec.Struct, gc=False):
     fire_after_us: int = NEVER_US
 
 
-class IdentityState(msgspec.Struct, gc=False):
+class IdentityState(msgspec.Struct, gc=False, omit_defaults=True):
     """Everything the engine knows about one identity. Only messages keyed by it change it."""
 
     identity_id: str
@@ -245,6 +245,11 @@ class IdentityState(msgspec.Struct, gc=False):
     #: Heap of (since_us, device_id) of devices that were trusted from since_us (stale entries
     #: are skipped: the device's view says whether it still is): the earliest trusted device.
     trusted_heap: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    #: Trust that has ended: (since_us, until_us, device_id) of a device bound and compliant in
+    #: [since_us, until_us), oldest first. An activation can reach the identity after the device
+    #: history that met it (HR hours late, or a backlog whose device side is read first): a
+    #: laptop enrolled in the morning and lost in the evening still met that morning's joiner.
+    trust_spans: list[tuple[int, int, str]] = msgspec.field(default_factory=list)
     waivers: dict[str, Waiver] = msgspec.field(default_factory=dict)
     # -- triggers and obligations ------------------------------------------------------------
     triggers: dict[str, TriggerState] = msgspec.field(default_factory=dict)

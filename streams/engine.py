@@ -234,6 +234,8 @@ class Engine:
         if (admission := view.version.admit(at_us, m.event_id)) != "applied":
             return admission
         if (view.posture, view.bound) != (m.posture, m.bound):
+            if view.trusted:
+                s.trust_spans.append((view.since_us, at_us, m.device_id))
             view.posture, view.bound, view.since_us = m.posture, m.bound, at_us
         if view.trusted:
             heapq.heappush(s.trusted_heap, (view.since_us, m.device_id))

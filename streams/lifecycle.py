@@ -63,16 +63,18 @@ if TYPE_CHECKING:
 class Limits:
     """How much history one identity keeps for judging late events.
 
-    Ended triggers and status changes are kept for `horizon_s` and at most `ended_triggers` /
-    `transitions` of them, so that one identity's state, and the work of each step, stays
-    bounded however long its history (an identity flapping thousands of times keeps the latest
-    ones). Events later than that are judged on what is left.
+    Ended triggers, status changes and ended device trust are kept for `horizon_s` and at most
+    `ended_triggers` / `transitions` / `trust_spans` of them, so that one identity's state, and
+    the work of each step, stays bounded however long its history (an identity flapping
+    thousands of times keeps the latest ones). Events later than that are judged on what is
+    left.
     """
 
     horizon_s: int = 7 * 86_400
     ended_triggers: int = 64
     transitions: int = 64
     owner_timeline: int = 64
+    trust_spans: int = 64
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,18 @@ class Context:
             return self.trusted_since(exclude)
         finally:
             heapq.heappush(heap, top)
+
+    def trusted_after(self, moment_us: int) -> tuple[int, str] | None:
+        """The earliest time at or after `moment_us` that the identity had a bound compliant
+        device, and which device: one it has now, or one whose trust has ended since."""
+        found = self.trusted_since()
+        earliest = None if found is None else (max(found[0], moment_us), found[1])
+        for since_us, until_us, device_id in self.s.trust_spans:
+            if until_us > moment_us:
+                at_us = max(since_us, moment_us)
+                if earliest is None or at_us < earliest[0]:
+                    earliest = (at_us, device_id)
+        return earliest
 
     # -- triggers ----------------------------------------------------------------------------
 
@@ -575,6 +589,9 @@ class Context:
             transitions[1][0] < cutoff_us or len(transitions) > limits.transitions
         ):
             del transitions[0]
+        spans = s.trust_spans
+        while spans and (spans[0][1] < cutoff_us or len(spans) > limits.trust_spans):
+            del spans[0]
 
     # -- offboarding evidence ----------------------------------------------------------------
 

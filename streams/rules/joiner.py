@@ -52,10 +52,9 @@ class Joiner(Rule):
         self, ctx: Context, ob: Obligation, trigger: TriggerState | None, grant: Grant | None
     ) -> Landing | None:
         device = None
-        trusted = ctx.trusted_since()
+        trusted = ctx.trusted_after(ob.triggered_at_us)
         if trusted is not None:
-            since_us, device_id = trusted
-            at_us = max(since_us, ob.triggered_at_us)
+            at_us, device_id = trusted
             device = Landing(at_us, "trusted_device", final=False, by=device_key(device_id))
         return earliest(device, ended(trigger, ob))
 

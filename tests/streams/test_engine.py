@@ -246,3 +246,44 @@ def test_history_stays_bounded_however_often_an_identity_flaps() -> None:
     assert len(state.transitions) <= 8
     assert len([t for t in state.triggers.values() if t.ended_at_us is not None]) <= 8 + 1
     assert len(state.settled) <= 8 + 1
+
+
+def test_a_joiner_is_met_by_device_trust_that_ended_before_the_activation_arrived() -> None:
+    # The activation reaches the identity after the device history: an HR feed hours late, or
+    # a backlog whose device side is read first. The laptop was compliant from T0 + 12 h to
+    # T0 + 36 h, inside the day after the activation at T0: the joiner was met on time.
+    engine = Engine(Policy(), grace_s=0)
+    state = engine.new_state("alice")
+    compliant = DeviceSignal("alice", "d1", T0 + 12 * H, "mac", "compliant", True)
+    lost = DeviceSignal("alice", "d2", T0 + 36 * H, "mac", "lost", True)
+    out = run(engine, state, compliant, lost, status("alice", "s1", T0, "active"), now_us=T0)
+    out.extend(engine.advance(state, T0 + 100 * H).records)
+
+    assert [r for r in out if isinstance(r, FindingRecord) and r.trigger == "joiner"] == []
+    assert state.trust_spans == [(T0 + 12 * H, T0 + 36 * H, "mac")]
+
+
+def test_trust_that_ended_before_the_activation_does_not_meet_it() -> None:
+    engine = Engine(Policy(), grace_s=0)
+    state = engine.new_state("alice")
+    compliant = DeviceSignal("alice", "d1", T0 - 12 * H, "mac", "compliant", True)
+    lost = DeviceSignal("alice", "d2", T0 - 6 * H, "mac", "lost", True)
+    run(engine, state, compliant, lost, status("alice", "s1", T0, "active"), now_us=T0)
+    records = engine.advance(state, T0 + 100 * H).records
+
+    assert [(r.trigger, r.status) for r in records if isinstance(r, FindingRecord)] == [
+        ("joiner", "open")
+    ]
+
+
+def test_ended_device_trust_is_forgotten_beyond_its_limit() -> None:
+    engine = Engine(Policy(), limits=Limits(trust_spans=4))
+    state = engine.new_state("alice")
+    for number in range(40):
+        posture = "compliant" if number % 2 == 0 else "noncompliant"
+        at = T0 + number * S
+        signal = DeviceSignal("alice", f"d{number}", at, "mac", posture, True)  # type: ignore[arg-type]
+        run(engine, state, signal, now_us=at)
+
+    assert len(state.trust_spans) == 4
+    assert state.trust_spans[-1] == (T0 + 38 * S, T0 + 39 * S, "mac")
