@@ -64,6 +64,7 @@ class Bench:
         }
         self.arrivals: list[tuple[float, float]] = []  # (arrived wall s, due wall s)
         self.burst_at: float | None = None
+        self.burst_sent_s = 0.0
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         (self.home / "policy.toml").write_text(POLICY)
@@ -127,7 +128,10 @@ class Bench:
                 "event_id": f"burst-{number}", "occurred_at": _now(), "identity_id": who,
                 "system": "github", "entitlement": "admin", "action": "granted",
                 "privileged": True})  # fmt: skip
+            if number % 100_000 == 99_999:
+                print(f"bench: {number + 1:,} burst events sent", file=sys.stderr)
         await producer.flush()
+        self.burst_sent_s = time.time() - self.burst_at
 
     async def watch(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -187,9 +191,10 @@ class Bench:
         assert self.burst_at is not None
         # Steady: what arrived before the burst; burst: everything after it began.
         steady = [a - d for a, d in self.arrivals if a < self.burst_at]
-        after = [(d, a - d) for a, d in self.arrivals if a >= self.burst_at]
+        after = [(a, a - d) for a, d in self.arrivals if a >= self.burst_at]
         lags = [lag for _, lag in after]
-        late = [d for d, lag in after if lag >= 1.0]
+        # When the last finding a second or more late arrived: from then on, on time again.
+        late = [a for a, lag in after if lag >= 1.0]
         return {
             "findings": len(self.arrivals),
             "burst_events": self.args.burst,
@@ -197,7 +202,8 @@ class Bench:
                        "max_s": max(steady), "findings": len(steady)},
             "burst": {"p50_s": _percentile(lags, 0.5), "p99_s": _percentile(lags, 0.99),
                       "max_s": max(lags), "findings": len(lags),
-                      "caught_up_after_s": (max(late) - self.burst_at) if late else 0.0},
+                      "caught_up_after_s": (max(late) - self.burst_at) if late else 0.0,
+                      "sent_in_s": self.burst_sent_s},
         }  # fmt: skip
 
 
@@ -206,7 +212,7 @@ def main() -> None:
     parser.add_argument("--steady", type=int, default=100, help="terminations per phase")
     parser.add_argument("--warm", type=int, default=50, help="identities the burst repeats")
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between identities")
-    parser.add_argument("--burst", type=int, default=20_000, help="reconciliation events")
+    parser.add_argument("--burst", type=int, default=1_000_000, help="reconciliation events")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, EmbeddedBroker() as broker:
@@ -220,8 +226,10 @@ def main() -> None:
             file=sys.stderr,
         )
     print(
-        f"after a burst of {args.burst:,} events, findings were back under 1 s "
-        f"{results['burst']['caught_up_after_s']:.1f} s after it began (target: steady p99 < 1 s)",
+        f"a burst of {args.burst:,} events (sent in {results['burst']['sent_in_s']:.1f} s) put "
+        f"findings up to {results['burst']['max_s']:.1f} s late; they were on time (under 1 s) "
+        f"again {results['burst']['caught_up_after_s']:.1f} s after it began (target: steady "
+        "p99 < 1 s)",
         file=sys.stderr,
     )
     text = json.dumps(results, indent=2, sort_keys=True)

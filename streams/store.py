@@ -9,7 +9,7 @@ Both pass one contract suite (`tests/streams/test_store.py`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Final, Protocol
 
 import msgspec
@@ -203,13 +203,16 @@ class TableStore:
             stored.outbox.clear()
             self._dirty[key] = stored
 
-    def entries(self) -> Iterator[tuple[bytes, IdentityState, bool]]:
-        """(key, state, whether its outbox waits) for every identity, as flushed: the worker
-        rebuilds its deadline index and redelivers outboxes from these after a partition is
-        assigned."""
+    def entries(
+        self, wanted: Callable[[bytes], bool]
+    ) -> Iterator[tuple[bytes, IdentityState, bool]]:
+        """(key, state, whether its outbox waits) for every identity whose key is `wanted`, as
+        flushed (only those are decoded): the worker rebuilds its deadline indexes and
+        redelivers outboxes from these after partitions are assigned."""
         for key, value in self.table.items():
-            stored = _STORED_DECODER.decode(value)
-            yield key, stored.state, bool(stored.outbox)
+            if wanted(key):
+                stored = _STORED_DECODER.decode(value)
+                yield key, stored.state, bool(stored.outbox)
 
     def _load(self, key: bytes) -> Stored | None:
         value = self.table.get(key)
