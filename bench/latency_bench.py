@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,14 +28,13 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from common import create_topics, emit, start_worker, worker_env
 
 from accessdrift.models.clock import US_PER_S, parse_us
 from accessdrift.streams.broker import EmbeddedBroker, free_port, stop_process_group
 
 WINDOW_S = 2
 GRACE_S = 1
-PARTITIONS = 8
 POLICY = f'[leaver]\nwindow = "{WINDOW_S}s"\nprivileged_window = "{WINDOW_S}s"\n'
 
 
@@ -68,35 +66,11 @@ class Bench:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         (self.home / "policy.toml").write_text(POLICY)
-        env = {
-            **os.environ,
-            "ACCESSDRIFT_BROKER": self.broker.bootstrap,
-            "ACCESSDRIFT_APP_ID": f"latency-{uuid.uuid4().hex[:6]}",
-            "ACCESSDRIFT_POLICY": str(self.home / "policy.toml"),
-            "ACCESSDRIFT_PARTITIONS": str(PARTITIONS),
-            "ACCESSDRIFT_GRACE_S": str(GRACE_S),
-            "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
-            "ACCESSDRIFT_DATA_DIR": str(self.home / "data"),
-            "ACCESSDRIFT_WEB_PORT": str(free_port()),
-            **{
-                f"ACCESSDRIFT_TOPIC_{k.replace('.', '_').upper()}": v
-                for k, v in self.topics.items()
-            },
-        }
-        log = (self.home / "worker.log").open("wb")
-        return subprocess.Popen(
-            [sys.executable, "-m", "accessdrift.streams.cli", "worker"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True,
+        env = worker_env(
+            self.broker.bootstrap, f"latency-{uuid.uuid4().hex[:6]}", self.home / "policy.toml",
+            self.home / "data", free_port(), self.topics, GRACE_S=str(GRACE_S),
         )  # fmt: skip
-
-    async def create_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
-        await admin.start()
-        try:
-            names = list(self.topics.values())
-            await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
-        finally:
-            await admin.close()
+        return start_worker(env, self.home, self.home / "worker.log")
 
     async def send(self, producer: AIOKafkaProducer, stream: str, value: dict[str, Any]) -> None:
         key = value["identity_id"].encode()
@@ -154,7 +128,7 @@ class Bench:
             await consumer.stop()
 
     async def run(self) -> dict[str, Any]:
-        await self.create_topics()
+        await create_topics(self.broker.bootstrap, list(self.topics.values()))
         worker = self.start_worker()
         try:
             log = self.home / "worker.log"
@@ -232,10 +206,7 @@ def main() -> None:
         "p99 < 1 s)",
         file=sys.stderr,
     )
-    text = json.dumps(results, indent=2, sort_keys=True)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

@@ -17,20 +17,18 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from common import PARTITIONS, create_topics, emit, metrics_text, start_worker, worker_env
 
 from accessdrift.models.clock import format_us
 from accessdrift.models.findings import decode_record
@@ -38,23 +36,13 @@ from accessdrift.streams.broker import EmbeddedBroker, free_port, stop_process_g
 from accessdrift.streams.simulate import SimulationSettings, compare, read_truth, write_simulation
 
 STREAMS = ("identity.status", "device.posture", "entitlement.change", "access.exception")
-PARTITIONS = 8
 GRACE_S = 3600
 TARGET_EVENTS_PER_S = 20_000
 TARGET_VS_FAUST = 3.0
 
 
-async def _create(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in set(names)])
-    finally:
-        await admin.close()
-
-
 async def _load(bootstrap: str, topics: dict[str, str], lines: list[dict[str, Any]]) -> None:
-    await _create(bootstrap, list(topics.values()))
+    await create_topics(bootstrap, list(topics.values()))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
     await producer.start()
     try:
@@ -109,14 +97,11 @@ def _bare_faust(bootstrap: str, topics: list[str], expected: int, home: Path) ->
 
 
 def _consumed(metrics_url: str) -> float:
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0.0
     return sum(
         float(value)
-        for value in re.findall(r"^accessdrift_events_total\{[^}]*\} (\S+)$", text, re.M)
+        for value in re.findall(
+            r"^accessdrift_events_total\{[^}]*\} (\S+)$", metrics_text(metrics_url), re.M
+        )
     )
 
 
@@ -129,25 +114,12 @@ def _workers(
     processes, urls = [], []
     for number in range(count):
         port = free_port()
-        env = {
-            **os.environ,
-            "ACCESSDRIFT_BROKER": broker.bootstrap,
-            "ACCESSDRIFT_APP_ID": app_id,
-            "ACCESSDRIFT_POLICY": str(home / "policy.toml"),
-            "ACCESSDRIFT_PARTITIONS": str(PARTITIONS),
-            "ACCESSDRIFT_GRACE_S": str(GRACE_S),
-            "ACCESSDRIFT_CLOCK": "event",
-            "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
-            "ACCESSDRIFT_DATA_DIR": str(home / f"data-{app_id}-{number}"),
-            "ACCESSDRIFT_WEB_PORT": str(port),
-            **{f"ACCESSDRIFT_TOPIC_{k.replace('.', '_').upper()}": v for k, v in topics.items()},
-        }
+        env = worker_env(
+            broker.bootstrap, app_id, home / "policy.toml", home / f"data-{app_id}-{number}",
+            port, topics, GRACE_S=str(GRACE_S), CLOCK="event",
+        )  # fmt: skip
         log = home / f"worker-{app_id}-{number}.log"
-        with log.open("wb") as output:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "accessdrift.streams.cli", "worker"],
-                env=env, stdout=output, stderr=subprocess.STDOUT, cwd=home, start_new_session=True,
-            ))  # fmt: skip
+        processes.append(start_worker(env, home, log))
         urls.append(f"http://127.0.0.1:{port}/metrics")
     first = None
     deadline = time.monotonic() + 1800
@@ -229,7 +201,7 @@ def main() -> None:
         # of a new group, publishing to a topic of their own, checked against the truth again.
         print("bench: measuring two workers ...", file=sys.stderr)
         two = {**topics, "findings": f"{run}.findings-2"}
-        asyncio.run(_create(broker.bootstrap, [two["findings"]]))
+        asyncio.run(create_topics(broker.bootstrap, [two["findings"]]))
         rate, workers = _workers(broker, two, count + 1, home, count=2)
         results["two_workers"] = rate
         try:
@@ -252,10 +224,7 @@ def main() -> None:
         f"{results['two_workers_vs_one']:.2f}x one, findings: {described}",
         file=sys.stderr,
     )
-    text = json.dumps(results, indent=2, sort_keys=True)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(results, args.json)
 
 
 async def _load_clock(bootstrap: str, topics: dict[str, str], clock: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import emit
 from rocksdict import Rdict
 from states import STATE_BATCH, messages_of
 
@@ -122,10 +123,7 @@ def main() -> None:
             f"{TARGET_BYTES / max(1.0, row['bytes_per_identity']):>9.2f}",
             file=sys.stderr,
         )
-    text = json.dumps({"target_bytes": TARGET_BYTES, "results": results}, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit({"target_bytes": TARGET_BYTES, "results": results}, args.json)
 
 
 if __name__ == "__main__":

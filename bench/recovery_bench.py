@@ -17,28 +17,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from common import PARTITIONS, create_topics, emit, metrics_text, start_worker, worker_env
 from states import STATE_BATCH, identity_states
 
 from accessdrift.streams.broker import EmbeddedBroker, free_port, stop_process_group
 from accessdrift.streams.census import Census
 from accessdrift.streams.inbox import Partitioner
 
-PARTITIONS = 8
-STREAMS = ("IDENTITY_STATUS", "DEVICE_POSTURE", "ENTITLEMENT_CHANGE", "ACCESS_EXCEPTION")
+STREAMS = ("identity.status", "device.posture", "entitlement.change", "access.exception")
 TARGET_S = 60.0
 
 
@@ -47,12 +42,7 @@ async def _write_changelog(
 ) -> tuple[int, int]:
     """The changelog of `identities` states, and the (empty) input topics the worker reads;
     returns (obligations pending, bytes written)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in [topic, *inputs]])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, [topic, *inputs])
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=50, max_batch_size=1 << 20, acks="all"
     )
@@ -89,14 +79,6 @@ async def _write_changelog(
     return census.live_total - len(census.open), written
 
 
-def _metrics(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
-
-
 def _ready(text: str, pending: int) -> bool:
     clocks = re.findall(r"^accessdrift_clock_lag_seconds\{partition=", text, re.M)
     found = re.search(r"^accessdrift_obligations_pending (\S+)$", text, re.M)
@@ -114,11 +96,7 @@ def main() -> None:
         home = Path(scratch)
         print(f"bench: writing {args.identities:,} identities' changelog ...", file=sys.stderr)
         started = time.monotonic()
-        topics = {
-            stream: f"{app_id}.{stream.lower()}"
-            for stream in ("IDENTITY_STATUS", "DEVICE_POSTURE", "ENTITLEMENT_CHANGE",
-                           "ACCESS_EXCEPTION", "FINDINGS", "DEADLETTER")
-        }  # fmt: skip
+        topics = {stream: f"{app_id}.{stream}" for stream in (*STREAMS, "findings", "deadletter")}
         pending, written = asyncio.run(
             _write_changelog(
                 broker.bootstrap,
@@ -132,25 +110,13 @@ def main() -> None:
         results["pending"] = pending
         (home / "policy.toml").write_text("")
         port = free_port()
-        env = {
-            **os.environ,
-            "ACCESSDRIFT_BROKER": broker.bootstrap,
-            "ACCESSDRIFT_APP_ID": app_id,
-            "ACCESSDRIFT_POLICY": str(home / "policy.toml"),
-            "ACCESSDRIFT_PARTITIONS": str(PARTITIONS),
-            "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
-            "ACCESSDRIFT_DATA_DIR": str(home / "data"),
-            "ACCESSDRIFT_WEB_PORT": str(port),
-            **{f"ACCESSDRIFT_TOPIC_{stream}": topic for stream, topic in topics.items()},
-        }
+        env = worker_env(
+            broker.bootstrap, app_id, home / "policy.toml", home / "data", port, topics
+        )
         print("bench: starting a fresh worker ...", file=sys.stderr)
         log = home / "worker.log"
-        with log.open("wb") as output:
-            started = time.monotonic()
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "accessdrift.streams.cli", "worker"],
-                env=env, stdout=output, stderr=subprocess.STDOUT, cwd=home, start_new_session=True,
-            )  # fmt: skip
+        started = time.monotonic()
+        worker = start_worker(env, home, log)
         try:
             url = f"http://127.0.0.1:{port}/metrics"
             faust_ready_s = None
@@ -158,7 +124,7 @@ def main() -> None:
                 elapsed_s = time.monotonic() - started
                 if faust_ready_s is None and b"Worker]: Ready" in log.read_bytes():
                     faust_ready_s = elapsed_s
-                if _ready(_metrics(url), pending):
+                if _ready(metrics_text(url), pending):
                     break
                 if worker.poll() is not None:
                     raise RuntimeError(f"worker exited:\n{log.read_text()[-3000:]}")
@@ -179,10 +145,7 @@ def main() -> None:
         f"{results['faust_ready_s'] or 0:>15.1f}{results['ready_s']:>10.1f}{TARGET_S:>10.0f}",
         file=sys.stderr,
     )
-    text = json.dumps(results, indent=2, sort_keys=True)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

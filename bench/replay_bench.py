@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import emit
+
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink
 from accessdrift.models.decoding import decode_message_line
 from accessdrift.models.events import decode_line
@@ -219,10 +221,7 @@ def main() -> None:
         f"{end_to_end['truth']}",
         file=sys.stderr,
     )
-    text = json.dumps(results, indent=2, sort_keys=True)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(results, args.json)
     if not end_to_end["agrees_with_truth"]:
         sys.exit("bench: replay does not agree with the ground truth")
 

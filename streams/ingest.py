@@ -54,6 +54,13 @@ HEADER_OFFSET: Final = "accessdrift-offset"
 MAX_RECORDS_PER_ROUND: Final = 10_000
 
 
+def fetch_wait_ms(tick_interval_s: float) -> int:
+    """How long a fetch of the worker's consumers waits for data: one tick, so that a quiet
+    partition's end offset (which says it is idle) and each hop between the agents are never
+    older than that, at the cost of at most one idle fetch request per tick."""
+    return max(10, round(tick_interval_s * 1000))
+
+
 def ingest_group(app_id: str) -> str:
     """The consumer group that reads the input topics (faust's group, `app_id`, reads the
     inboxes)."""
@@ -161,9 +168,7 @@ class Ingest(Service):
             auto_offset_reset="earliest",
             session_timeout_ms=round(settings.session_timeout_s * 1000),
             heartbeat_interval_ms=max(500, round(settings.session_timeout_s * 100)),
-            # A fetch waits at most a tick for data, so a quiet partition's end offset (which
-            # says it is idle) is never older than that.
-            fetch_max_wait_ms=max(10, round(settings.tick_interval_s * 1000)),
+            fetch_max_wait_ms=fetch_wait_ms(settings.tick_interval_s),
         )
         consumer.subscribe(list(settings.streams), listener=_Forget(self.progress))
         await consumer.start()

@@ -71,7 +71,13 @@ from accessdrift.streams.census import Census
 from accessdrift.streams.deadlines import DeadlineIndex
 from accessdrift.streams.engine import Engine, Step
 from accessdrift.streams.inbox import DEVICE_INBOX, IDENTITY_INBOX, Batches, Partitioner
-from accessdrift.streams.ingest import Ingest, IngestSettings, Progress, ingest_group
+from accessdrift.streams.ingest import (
+    Ingest,
+    IngestSettings,
+    Progress,
+    fetch_wait_ms,
+    ingest_group,
+)
 from accessdrift.streams.metrics import WorkerMetrics
 from accessdrift.streams.processor import Processor
 from accessdrift.streams.settings import Topics
@@ -192,7 +198,6 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     store = TableStore(identities_table)
     device_store = TableDevices(devices_table)
     partition_of = Partitioner(settings.partitions)
-    fetch_wait_ms = max(10, round(settings.tick_interval_s * 1000))
     identity_topics = tuple(topics.for_stream(name) for name in IDENTITY_STREAMS)
     device_topic = topics.for_stream(DEVICE_POSTURE)
     owned_identities: dict[int, IdentityPartition] = {}
@@ -411,7 +416,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         # the agents, and so every mark, by that much; a wait of one tick costs at most one idle
         # fetch request per tick. The fetcher reads the value for each request it builds.
         consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
-        consumer._fetcher._fetch_max_wait_ms = fetch_wait_ms
+        consumer._fetcher._fetch_max_wait_ms = fetch_wait_ms(settings.tick_interval_s)
 
     def clock_of(identity_id: str) -> int:
         owned = owned_identities.get(partition_of(identity_id.encode()))
