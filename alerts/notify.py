@@ -20,6 +20,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 
 #: Consumer group session timeout: a restarted service takes about half of it to rejoin.
 SESSION_TIMEOUT_MS: Final = 10_000
+
+#: How long a rebalance waits for the batch in flight to be accepted and committed. Without the
+#: wait, a batch the receiver accepted while the group rebalanced (a killed service's member
+#: expiring, a second service joining) could not be committed and was sent again by the next
+#: owner. The other members wait in their join meanwhile (well inside aiokafka's 300 s rebalance
+#: timeout); a receiver slower than this still gets the batch again (at least once).
+SETTLE_WAIT_S: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,30 @@ async def history(source: Source, group: str) -> AsyncIterator[Record]:
         await reader.stop()
 
 
+class _Settle(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no stubs
+    """Before partitions move, let the batch in flight (from its first record fetched to its
+    commit) finish: its commit is still valid while the group is preparing to rebalance."""
+
+    def __init__(self) -> None:
+        self._done: asyncio.Event | None = None
+
+    def begin(self) -> None:
+        self._done = asyncio.Event()
+
+    def end(self) -> None:
+        if self._done is not None:
+            self._done.set()
+            self._done = None
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self._done is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), SETTLE_WAIT_S)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
+
+
 class SinkRunner:
     """One sink's loop: fetch a batch, deliver it until accepted, commit, repeat."""
 
@@ -121,8 +153,8 @@ class SinkRunner:
         if isinstance(self.sink, Alertmanager):
             async for record in history(self.source, self.group):
                 self.sink.remember(record)
+        settle = _Settle()
         consumer = AIOKafkaConsumer(
-            self.source.topic,
             bootstrap_servers=self.source.broker,
             group_id=self.group,
             enable_auto_commit=False,
@@ -130,33 +162,47 @@ class SinkRunner:
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=SESSION_TIMEOUT_MS // 10,
         )
+        consumer.subscribe([self.source.topic], listener=settle)
         await consumer.start()
         resending = None
         if isinstance(self.sink, Alertmanager):
             resending = asyncio.create_task(self._resend(self.sink))
         try:
             while True:
-                messages = await self._batch(consumer)
+                messages = await self._batch(consumer, settle)
                 if not messages:
                     continue
-                await self.deliverer.deliver(_decoded(self.sink.name, messages, self.metrics))
-                offsets: dict[TopicPartition, int] = {}
-                for message in messages:
-                    offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
                 try:
-                    await consumer.commit(offsets)
-                except CommitFailedError as error:
-                    # The group rebalanced while delivering: the next owner resends the batch.
-                    log.warning(
-                        "sink %s: commit failed (%s); records may repeat", self.sink.name, error
-                    )
+                    await self._deliver_and_commit(consumer, messages)
+                finally:
+                    settle.end()
         finally:
             if resending is not None:
                 resending.cancel()
             await consumer.stop()
             await self.sink.close()
 
-    async def _batch(self, consumer: AIOKafkaConsumer) -> list[Any]:
+    async def _deliver_and_commit(self, consumer: AIOKafkaConsumer, messages: list[Any]) -> None:
+        await self.deliverer.deliver(_decoded(self.sink.name, messages, self.metrics))
+        offsets: dict[TopicPartition, int] = {}
+        for message in messages:
+            offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
+        # A rebalance that did not wait for this batch (SETTLE_WAIT_S) may have moved some of its
+        # partitions: their next owner sends their records again; committing them would fail.
+        owned = consumer.assignment()
+        moved = sorted(f"{tp.topic}[{tp.partition}]" for tp in offsets if tp not in owned)
+        if moved:
+            log.warning(
+                "sink %s: %s moved to another service while delivering; their records may repeat",
+                self.sink.name,
+                ", ".join(moved),
+            )
+        try:
+            await consumer.commit({tp: n for tp, n in offsets.items() if tp in owned})
+        except CommitFailedError as error:
+            log.warning("sink %s: commit failed (%s); records may repeat", self.sink.name, error)
+
+    async def _batch(self, consumer: AIOKafkaConsumer, settle: _Settle) -> list[Any]:
         """Up to the sink's batch size: what is there now, and what comes within the linger
         (so a burst, a mass failure, reaches the sink as one batch)."""
         limit = self.sink.max_batch
@@ -164,6 +210,7 @@ class SinkRunner:
         messages = [m for part in fetched.values() for m in part]
         if not messages:
             return []
+        settle.begin()
         loop = asyncio.get_running_loop()
         until = loop.time() + self.linger_s
         while len(messages) < limit and (left := until - loop.time()) > 0:

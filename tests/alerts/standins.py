@@ -46,6 +46,7 @@ class Answer:
     body: Any = field(default_factory=lambda: {"text": "Success", "code": 0})
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
+    delay_s: float = 0.0
 
 
 class StandIn:
@@ -95,6 +96,7 @@ class StandIn:
             answer = self.respond(seen, index)
             if answer.hang:
                 await asyncio.sleep(3600)
+            await asyncio.sleep(answer.delay_s)
             return web.json_response(answer.body, status=answer.status, headers=answer.headers)
 
         application = web.Application()

@@ -160,6 +160,44 @@ def test_an_outage_and_a_killed_service_lose_nothing_and_resend_only_the_unackno
     assert PD_KEY not in text
 
 
+def test_a_second_service_joining_mid_delivery_repeats_nothing(
+    broker: EmbeddedBroker, setup: dict[str, Any]
+) -> None:
+    """The group rebalances while a slow receiver is taking a batch: the batch in flight is
+    committed before its partition moves, so the service that gets it does not send it again."""
+    home, topic, run = setup["home"], setup["topic"], setup["run"]
+    records = many(21, severity="low")
+    accepted: list[str] = []
+
+    def slow(seen: Seen, index: int) -> Answer:
+        # Slower than the broker takes to complete the rebalance (about 5 s): without the wait
+        # the first service would commit after its generation ended.
+        accepted.extend(e["fields"]["record_id"] for e in seen.json_lines())
+        return Answer(delay_s=7.0 if index == 0 else 0.0)
+
+    with StandIn(slow) as hec, StandIn() as pd:
+        config = _config(home, hec.url, pd.url, run)
+        _publish(broker.bootstrap, topic, records)
+        first = Notify(config, broker.bootstrap, topic, home / "first.log")
+        second = None
+        try:
+            _wait(lambda: len(accepted) >= 7, 60, "the first batch")
+            second = Notify(config, broker.bootstrap, topic, home / "second.log")
+            _wait(lambda: len(set(accepted)) == 21, 120, "every record")
+            wait_consumed(broker.bootstrap, f"{run}.splunk", [topic])
+            assert first.process.poll() is None, "the rebalance did not stop the first service"
+            assert second.process.poll() is None
+        finally:
+            first.stop()
+            if second is not None:
+                second.stop()
+
+    assert set(accepted) == {f"{r.finding_id}.open" for r in records}
+    assert [key for key, n in Counter(accepted).items() if n > 1] == [], "nothing sent twice"
+    revoked = "Revoking previously assigned partitions frozenset({TopicPartition"
+    assert revoked in (home / "first.log").read_text(), "the group rebalanced while delivering"
+
+
 def test_a_mass_failure_is_one_page_and_resolving_them_all_resolves_it(
     broker: EmbeddedBroker, setup: dict[str, Any]
 ) -> None:
