@@ -29,6 +29,7 @@ from accessdrift.alerts.paging import Alertmanager
 from accessdrift.alerts.settings import NotifySettings
 from accessdrift.models.errors import BrokerError
 from accessdrift.models.findings import Record, decode_record
+from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.models.text import printable
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Source:
 
     broker: str
     topic: str
+    security: KafkaSecurity
 
 
 def _decoded(sink: str, messages: Sequence[Any], metrics: DeliveryMetrics) -> list[Record]:
@@ -74,9 +76,10 @@ def _decoded(sink: str, messages: Sequence[Any], metrics: DeliveryMetrics) -> li
 async def history(source: Source, group: str) -> AsyncIterator[Record]:
     """The records a sink's group already committed, from the start of the topic (what is left
     of it): what a stateful sink had seen before a restart."""
-    reader = AIOKafkaConsumer(bootstrap_servers=source.broker, enable_auto_commit=False)
+    options = source.security.client_options()
+    reader = AIOKafkaConsumer(bootstrap_servers=source.broker, enable_auto_commit=False, **options)
     committed_reader = AIOKafkaConsumer(
-        bootstrap_servers=source.broker, group_id=group, enable_auto_commit=False
+        bootstrap_servers=source.broker, group_id=group, enable_auto_commit=False, **options
     )
     await reader.start()
     await committed_reader.start()
@@ -161,6 +164,7 @@ class SinkRunner:
             auto_offset_reset="earliest",
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=SESSION_TIMEOUT_MS // 10,
+            **self.source.security.client_options(),
         )
         consumer.subscribe([self.source.topic], listener=settle)
         await consumer.start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -28,13 +28,11 @@ from accessdrift.alerts.transports import (
     Webhook,
     tls_context,
 )
-from accessdrift.models.config import load_config
+from accessdrift.models.config import SecretRef, load_config
 from accessdrift.models.errors import ConfigError
+from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.models.policy import Seconds
 from accessdrift.models.vocabulary import Severity
-
-#: A secret file larger than this is not a secret (a path typed wrong, a certificate bundle).
-MAX_SECRET_BYTES: Final = 64 * 1024
 
 
 class NotifySettingsError(ConfigError):
@@ -43,42 +41,6 @@ class NotifySettingsError(ConfigError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretRef(_Strict):
-    """Where a secret is: an environment variable or a file (exactly one)."""
-
-    env: str | None = Field(default=None, min_length=1)
-    file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_place(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("name exactly one of env (a variable) or file (a path)")
-        return self
-
-    def read(self, environ: Mapping[str, str]) -> SecretStr:
-        """The secret; raises ValueError saying what is missing (never the secret itself)."""
-        if self.env is not None:
-            value = environ.get(self.env)
-            if not value:
-                raise ValueError(f"environment variable {self.env} is not set or empty")
-            return SecretStr(value)
-        assert self.file is not None
-        try:
-            with self.file.open("rb") as stream:
-                data = stream.read(MAX_SECRET_BYTES + 1)
-        except OSError as error:
-            raise ValueError(f"cannot read {self.file}: {error.strerror or error}") from None
-        if len(data) > MAX_SECRET_BYTES:
-            raise ValueError(f"{self.file} is larger than {MAX_SECRET_BYTES // 1024} KiB")
-        try:
-            value = data.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise ValueError(f"{self.file} is not UTF-8 text") from None
-        if not value:
-            raise ValueError(f"{self.file} is empty")
-        return SecretStr(value)
 
 
 SinkName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -200,6 +162,7 @@ def build_sinks(
     settings: NotifySettings,
     path: str | Path,
     broker: str,
+    security: KafkaSecurity,
     environ: Mapping[str, str] | None = None,
 ) -> list[Sink]:
     """The configured sinks, with their secrets read. Raises NotifySettingsError naming the field
@@ -237,7 +200,8 @@ def build_sinks(
                 )
                 sinks.append(FormattedSink(spec.name, FORMATTERS[spec.format], syslog))
             case KafkaSink():
-                kafka = KafkaTopic(spec.broker or broker, spec.topic)
+                # The same ACCESSDRIFT_KAFKA_* settings as the cluster the findings come from.
+                kafka = KafkaTopic(spec.broker or broker, security, spec.topic)
                 sinks.append(FormattedSink(spec.name, FORMATTERS[spec.format], kafka))
             case WebhookSink():
                 webhook = Webhook(

@@ -34,6 +34,7 @@ from pydantic import SecretStr
 from accessdrift.alerts.delivery import DeliveryError, http_error
 from accessdrift.alerts.formats import PRODUCT, Envelope
 from accessdrift.models.clock import US_PER_S, format_us
+from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.models.text import printable
 from accessdrift.models.vocabulary import Severity
 
@@ -325,9 +326,12 @@ class KafkaTopic:
     """Another Kafka topic, keyed by finding id (so one finding's records stay in order), for
     SIEM connectors that read Kafka. Delivered once the broker acknowledged every record."""
 
-    def __init__(self, bootstrap: str, topic: str, *, batch: int = 500) -> None:
+    def __init__(
+        self, bootstrap: str, security: KafkaSecurity, topic: str, *, batch: int = 500
+    ) -> None:
         self.max_batch = batch
         self._bootstrap = bootstrap
+        self._security = security
         self._topic = topic
         self._producer: Any = None
 
@@ -335,7 +339,11 @@ class KafkaTopic:
         service = f"Kafka topic {self._topic}"
         try:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    acks="all",
+                    **self._security.client_options(),
+                )
                 await producer.start()
                 self._producer = producer
             pending = [

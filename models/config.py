@@ -8,16 +8,19 @@ expand a few lines into gigabytes), is refused before it is parsed any further.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from accessdrift.models.errors import ConfigError
 from accessdrift.models.text import ECHO_LIMIT, printable
 
 MAX_CONFIG_BYTES: Final = 1 << 20
+#: A secret file larger than this is not a secret (a path typed wrong, a certificate bundle).
+MAX_SECRET_BYTES: Final = 64 * 1024
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -89,3 +92,41 @@ def load_config(
         if first["type"] == "extra_forbidden":
             reason = "unknown setting; see the README for the names"
         raise error(str(path), field_path(tuple(first["loc"])), reason) from None
+
+
+class SecretRef(BaseModel):
+    """Where a secret is: an environment variable or a file (exactly one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: str | None = Field(default=None, min_length=1)
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("name exactly one of env (a variable) or file (a path)")
+        return self
+
+    def read(self, environ: Mapping[str, str]) -> SecretStr:
+        """The secret; raises ValueError saying what is missing (never the secret itself)."""
+        if self.env is not None:
+            value = environ.get(self.env)
+            if not value:
+                raise ValueError(f"environment variable {self.env} is not set or empty")
+            return SecretStr(value)
+        assert self.file is not None
+        try:
+            with self.file.open("rb") as stream:
+                data = stream.read(MAX_SECRET_BYTES + 1)
+        except OSError as error:
+            raise ValueError(f"cannot read {self.file}: {error.strerror or error}") from None
+        if len(data) > MAX_SECRET_BYTES:
+            raise ValueError(f"{self.file} is larger than {MAX_SECRET_BYTES // 1024} KiB")
+        try:
+            value = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ValueError(f"{self.file} is not UTF-8 text") from None
+        if not value:
+            raise ValueError(f"{self.file} is empty")
+        return SecretStr(value)

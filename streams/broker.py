@@ -70,12 +70,15 @@ class EmbeddedBroker:
     """A memory-only Kafka-protocol broker listening on `host:port` (port 0: any free port).
 
     Use as a context manager, or call `start` and `stop`. `bootstrap` is the address to give
-    Kafka clients. Every process it starts is stopped by `stop`.
+    Kafka clients. Every process it starts is stopped by `stop`. `advertised` (host:port) is the
+    address the broker tells clients to connect to instead, when a proxy stands in front of it
+    (a TLS terminator, a proxy that cuts connections in a fault test).
     """
 
-    def __init__(self, host: str = LOOPBACK, port: int = 0) -> None:
+    def __init__(self, host: str = LOOPBACK, port: int = 0, advertised: str | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.advertised = advertised
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -105,7 +108,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.advertised}" if self.advertised else url,
                 "--storage-engine",
                 "memory://tansu/",
             ],

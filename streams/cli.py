@@ -21,11 +21,13 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 
 from accessdrift.alerts.notify import Source, serve
-from accessdrift.alerts.settings import SecretRef, build_sinks, load_notify_settings
+from accessdrift.alerts.settings import build_sinks, load_notify_settings
 from accessdrift.alerts.sinks import DiscardSink, JsonLinesSink, RecordSink, TextSink
 from accessdrift.models.clock import MAX_DURATION_S, format_us, parse_us
+from accessdrift.models.config import SecretRef
 from accessdrift.models.errors import BrokerError, PolicyError
 from accessdrift.models.findings import Record, decode_record
+from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.models.policy import Policy, load_policy
 from accessdrift.models.text import echo, printable
 from accessdrift.streams.broker import LOOPBACK, EmbeddedBroker
@@ -48,6 +50,16 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 #: 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe.
 EXIT_BROKEN_PIPE = 141
+
+
+#: Kafka TLS and SASL come from the environment only (secrets stay off command lines).
+KAFKA_SECURITY_HELP = (
+    "Kafka TLS and SASL: ACCESSDRIFT_KAFKA_SECURITY_PROTOCOL (PLAINTEXT, SSL, SASL_SSL), "
+    "ACCESSDRIFT_KAFKA_CA_FILE, ACCESSDRIFT_KAFKA_CERT_FILE and ACCESSDRIFT_KAFKA_KEY_FILE, "
+    "ACCESSDRIFT_KAFKA_SASL_MECHANISM (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN), "
+    "ACCESSDRIFT_KAFKA_SASL_USERNAME, ACCESSDRIFT_KAFKA_SASL_PASSWORD or "
+    "ACCESSDRIFT_KAFKA_SASL_PASSWORD_FILE."
+)
 
 
 def _timestamp(text: str) -> int:
@@ -156,7 +168,8 @@ def _parser() -> argparse.ArgumentParser:
             "Validate each replay-format line and publish its event to its stream's topic, keyed "
             "by identity_id (device_id for device.posture). Bad lines are reported as FILE:LINE: "
             "reason and not sent. Topic names come from ACCESSDRIFT_TOPIC_<STREAM> variables. "
-            "Exit status: 0 all sent, 1 some rejected, 2 usage error, 3 Kafka unreachable."
+            "Exit status: 0 all sent, 1 some rejected, 2 usage error, 3 Kafka unreachable. "
+            + KAFKA_SECURITY_HELP
         ),
     )
     send.add_argument(
@@ -182,7 +195,8 @@ def _parser() -> argparse.ArgumentParser:
             "Consume the four input topics, keep per-identity state in a changelog-backed table, "
             "fire deadlines as time passes, and publish findings to the findings topic and bad "
             "records to the dead-letter topic. Every flag has an ACCESSDRIFT_ variable (shown in "
-            "brackets); a flag wins over the variable. Stops cleanly on Ctrl-C or SIGTERM."
+            "brackets); a flag wins over the variable. Stops cleanly on Ctrl-C or SIGTERM. "
+            + KAFKA_SECURITY_HELP
         ),
     )
     _env_flag(work, "--broker", "BROKER", DEFAULT_BROKER, "Kafka bootstrap address")
@@ -263,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
             "(Splunk HEC, syslog, a Kafka topic, a signed webhook, PagerDuty, Alertmanager; see "
             "the README). Each sink has its own consumer group and commits only what its "
             "receiver accepted. Serves /metrics and /healthz on the web port. Stops cleanly on "
-            "Ctrl-C or SIGTERM."
+            "Ctrl-C or SIGTERM. " + KAFKA_SECURITY_HELP
         ),
     )
     _env_flag(notify, "--config", "NOTIFY_CONFIG", None, "sinks settings file (TOML or YAML)")
@@ -405,12 +419,16 @@ def _produce(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         topics = Topics.from_env().with_overrides(args.topic)
-    except ValueError as error:
+        security = KafkaSecurity.from_env()
+        security.ssl_context()  # a certificate that cannot be used is a usage error, said now
+    except ValueError as error:  # KafkaSecurityError or a bad --topic
         print(f"accessdrift: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
         with _inputs(args.files) as inputs:
-            summary = produce(inputs, bootstrap, topics, errors=sys.stderr, rate_per_s=args.rate)
+            summary = produce(
+                inputs, bootstrap, topics, sys.stderr, rate_per_s=args.rate, security=security
+            )
     except InputError as error:
         print(f"accessdrift: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -441,12 +459,15 @@ def _worker(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         token = _api_token(args.api_token_file)
-    except ValueError as error:
+        security = KafkaSecurity.from_env()
+        security.ssl_context()
+    except ValueError as error:  # KafkaSecurityError or an unreadable token file
         print(f"accessdrift: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
         settings = WorkerSettings(
             api_token=token,
+            kafka=security,
             web_host=args.web_host,
             app_id=args.app_id,
             broker=args.broker,
@@ -478,8 +499,10 @@ def _notify(args: argparse.Namespace) -> int:
         topics = Topics.from_env().with_overrides(args.topic)
         port = int(args.web_port)
         settings = load_notify_settings(args.config)
-        sinks = build_sinks(settings, args.config, args.broker)
-    except ValueError as error:  # NotifySettingsError, a bad --topic or port
+        security = KafkaSecurity.from_env()
+        security.ssl_context()
+        sinks = build_sinks(settings, args.config, args.broker, security)
+    except ValueError as error:  # NotifySettingsError, KafkaSecurityError, a bad --topic or port
         print(f"accessdrift: {error}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -498,7 +521,7 @@ def _notify(args: argparse.Namespace) -> int:
         await serve(
             sinks,
             settings,
-            Source(args.broker, topics.findings),
+            Source(args.broker, topics.findings, security),
             CollectorRegistry(),
             args.web_host,
             port,

@@ -34,6 +34,7 @@ from mode import Service
 from accessdrift.models.clock import US_PER_S, format_duration_s, format_us
 from accessdrift.models.decoding import decode_message
 from accessdrift.models.errors import ContractError
+from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.models.messages import DevicePosture, IdentityMessage
 from accessdrift.models.state import NEVER_US
 from accessdrift.models.text import printable
@@ -105,6 +106,7 @@ class Progress:
 @dataclass(frozen=True)
 class IngestSettings:
     bootstrap: str
+    security: KafkaSecurity
     group_id: str
     #: Input topic → the contract stream it carries.
     streams: Mapping[str, str]
@@ -169,6 +171,7 @@ class Ingest(Service):
             session_timeout_ms=round(settings.session_timeout_s * 1000),
             heartbeat_interval_ms=max(500, round(settings.session_timeout_s * 100)),
             fetch_max_wait_ms=fetch_wait_ms(settings.tick_interval_s),
+            **settings.security.client_options(),
         )
         consumer.subscribe(list(settings.streams), listener=_Forget(self.progress))
         await consumer.start()

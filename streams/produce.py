@@ -21,7 +21,9 @@ from aiokafka.errors import KafkaError
 
 from accessdrift.models.decoding import decode_message_line
 from accessdrift.models.errors import BrokerError, ContractError
+from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.models.messages import DevicePosture
+from accessdrift.models.text import printable
 from accessdrift.streams.settings import Topics
 
 
@@ -45,27 +47,54 @@ class ProduceSummary:
         return f"produce: {self.lines:,} lines read, {self.sent:,} sent, {self.rejected:,} rejected"
 
 
+class _LastError(logging.Handler):
+    """Keeps the last connection error aiokafka logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
 async def _produce(
     inputs: Iterable[tuple[str, BinaryIO]],
     bootstrap: str,
+    security: KafkaSecurity,
     topics: Topics,
     errors: TextIO,
     rate_per_s: float | None,
 ) -> ProduceSummary:
     summary = ProduceSummary()
-    # aiokafka logs each failed connection attempt; the BrokerError below says it once, clearly.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    # aiokafka logs each failed connection attempt; the BrokerError below says it once, clearly,
+    # with the last attempt's cause (a refused connection, a certificate that failed to verify).
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.propagate = False
+    last = _LastError()
+    aiokafka_log.addHandler(last)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, **security.client_options()
+    )
     try:
         await producer.start()
     except KafkaError as error:
         await producer.stop()
+        cause = f": {printable(last.message, 300)}" if last.message else ""
+        hint = (
+            "check the broker's address and, for TLS, ACCESSDRIFT_KAFKA_CA_FILE and the client "
+            "certificate"
+            if security.tls
+            else "start one with `accessdrift broker` or set --broker / ACCESSDRIFT_BROKER"
+        )
         raise BrokerError(
-            f"cannot reach Kafka at {bootstrap} ({error}); start one with `accessdrift broker` "
-            "or set --broker / ACCESSDRIFT_BROKER",
+            f"cannot reach Kafka at {bootstrap} over {security.describe()} "
+            f"({type(error).__name__}{cause}); {hint}",
             retryable=True,
             retry_after_s=1.0,
         ) from None
+    finally:
+        aiokafka_log.removeHandler(last)
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
@@ -109,10 +138,12 @@ def produce(
     topics: Topics,
     errors: TextIO,
     rate_per_s: float | None = None,
+    security: KafkaSecurity | None = None,
 ) -> ProduceSummary:
     """Send every valid line of every input, in order, at most `rate_per_s` a second when
     given; report bad lines to `errors`.
 
     Raises BrokerError when Kafka cannot be reached.
     """
-    return asyncio.run(_produce(inputs, bootstrap, topics, errors, rate_per_s))
+    connection = KafkaSecurity() if security is None else security
+    return asyncio.run(_produce(inputs, bootstrap, connection, topics, errors, rate_per_s))

@@ -47,6 +47,7 @@ from typing import Any, Final
 
 import faust
 import msgspec
+from faust.types.auth import CredentialsT
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -57,6 +58,7 @@ from accessdrift.models.events import (
     ENTITLEMENT_CHANGE,
     IDENTITY_STATUS,
 )
+from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.models.messages import (
     DeviceSignal,
     EntitlementChange,
@@ -130,6 +132,8 @@ class WorkerSettings(BaseModel):
     #: of its partition (`event`); None: the mode's default.
     max_ahead_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
     session_timeout_s: float = Field(default=30.0, gt=0)
+    #: TLS and SASL of every Kafka connection the worker makes.
+    kafka: KafkaSecurity = KafkaSecurity()
     #: The bearer token of the access-picture API; None keeps the API shut.
     api_token: SecretStr | None = None
 
@@ -137,6 +141,20 @@ class WorkerSettings(BaseModel):
     def max_ahead_us(self) -> int:
         seconds = DEFAULT_MAX_AHEAD_S[self.clock] if self.max_ahead_s is None else self.max_ahead_s
         return round(seconds * US_PER_S)
+
+
+def faust_credentials(security: KafkaSecurity) -> CredentialsT | None:
+    """The same TLS and SASL settings in faust's terms (its producer, consumer and admin)."""
+    context = security.ssl_context()
+    if security.sasl:
+        assert security.sasl_password is not None
+        return faust.SASLCredentials(
+            username=security.sasl_username,
+            password=security.sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=security.sasl_mechanism,
+        )
+    return None if context is None else faust.SSLCredentials(context)
 
 
 def _wall_us() -> int:
@@ -169,6 +187,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
+        broker_credentials=faust_credentials(settings.kafka),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -385,6 +404,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         Ingest(  # type: ignore[arg-type]
             IngestSettings(
                 bootstrap=settings.broker,
+                security=settings.kafka,
                 group_id=ingest_group(settings.app_id),
                 streams=stream_of_topic,
                 identity_inbox=identity_inbox_name,

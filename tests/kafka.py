@@ -12,10 +12,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
 async def _read(
-    bootstrap: str, topic: str, expected: int, timeout_s: float
+    bootstrap: str, topic: str, expected: int, timeout_s: float, options: dict[str, Any]
 ) -> list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, **options
     )
     await consumer.start()
     records: list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]] = []
@@ -32,13 +32,14 @@ async def _read(
 
 
 def read_topic(
-    bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0, **options: Any
 ) -> list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]]:
     """Every record of `topic` from the start: (partition, key, value, headers).
 
     Stops once `expected` records are read or `timeout_s` passes, whichever comes first.
+    `options` go to the client (TLS settings, say).
     """
-    return asyncio.run(_read(bootstrap, topic, expected, timeout_s))
+    return asyncio.run(_read(bootstrap, topic, expected, timeout_s, options))
 
 
 async def _send(bootstrap: str, topic: str, key: bytes | None, value: bytes) -> tuple[int, int]:
@@ -116,8 +117,10 @@ def produce_events(bootstrap: str, topics: dict[str, str], events: list[dict[str
     asyncio.run(_produce_events(bootstrap, topics, events))
 
 
-async def _create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _create_topics(
+    bootstrap: str, names: list[str], partitions: int, options: dict[str, Any]
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
@@ -125,6 +128,7 @@ async def _create_topics(bootstrap: str, names: list[str], partitions: int) -> N
         await admin.close()
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None:
-    """Create the topics (so that no stream waits for a metadata refresh)."""
-    asyncio.run(_create_topics(bootstrap, names, partitions))
+def create_topics(bootstrap: str, names: list[str], partitions: int = 4, **options: Any) -> None:
+    """Create the topics (so that no stream waits for a metadata refresh); `options` go to the
+    admin client."""
+    asyncio.run(_create_topics(bootstrap, names, partitions, options))

@@ -22,6 +22,7 @@ from accessdrift.alerts.delivery import FormattedSink
 from accessdrift.alerts.formats import FORMATTERS
 from accessdrift.alerts.transports import KafkaTopic
 from accessdrift.models.findings import FindingRecord, encode_record
+from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.streams.broker import EmbeddedBroker, free_port
 from tests.alerts.records import many, resolved
 from tests.alerts.standins import Answer, Seen, StandIn
@@ -261,7 +262,9 @@ def test_a_second_kafka_topic_gets_the_chosen_format_keyed_by_finding(
     target = f"{setup['run']}.cef"
     create_topics(broker.bootstrap, [target])
     records = many(3)
-    sink = FormattedSink("connector", FORMATTERS["cef"], KafkaTopic(broker.bootstrap, target))
+    sink = FormattedSink(
+        "connector", FORMATTERS["cef"], KafkaTopic(broker.bootstrap, KafkaSecurity(), target)
+    )
 
     async def go() -> None:
         try:

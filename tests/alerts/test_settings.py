@@ -15,6 +15,7 @@ from accessdrift.alerts.settings import (
     load_notify_settings,
 )
 from accessdrift.alerts.transports import KafkaTopic, SplunkHec, Syslog, Webhook
+from accessdrift.models.kafka import KafkaSecurity
 
 COMPLETE = """
 group_prefix = "soc"
@@ -82,7 +83,7 @@ def _write(tmp_path: Path, text: str, name: str = "notify.toml") -> Path:
 def test_a_complete_file_builds_every_sink_with_its_secrets(tmp_path: Path) -> None:
     path = _write(tmp_path, COMPLETE)
     settings = load_notify_settings(path)
-    sinks = build_sinks(settings, path, "127.0.0.1:9092", ENV)
+    sinks = build_sinks(settings, path, "127.0.0.1:9092", KafkaSecurity(), ENV)
 
     assert [s.name for s in sinks] == ["splunk", "siem-syslog", "connector", "soar", "oncall", "am"]
     kinds = [type(s.transport) if isinstance(s, FormattedSink) else type(s) for s in sinks]
@@ -94,7 +95,7 @@ def test_a_complete_file_builds_every_sink_with_its_secrets(tmp_path: Path) -> N
 
 def test_secrets_are_not_in_the_settings_repr(tmp_path: Path) -> None:
     path = _write(tmp_path, COMPLETE)
-    sinks = build_sinks(load_notify_settings(path), path, "b:9092", ENV)
+    sinks = build_sinks(load_notify_settings(path), path, "b:9092", KafkaSecurity(), ENV)
 
     shown = repr([vars(s) for s in sinks]) + repr([vars(getattr(s, "transport", s)) for s in sinks])
     for secret in ENV.values():
@@ -107,7 +108,7 @@ def test_the_same_settings_in_yaml(tmp_path: Path) -> None:
         "sink:\n  - name: oncall\n    type: pagerduty\n    routing_key: {env: PD_KEY}\n"
     )
 
-    (sink,) = build_sinks(load_notify_settings(path), path, "b:9092", ENV)
+    (sink,) = build_sinks(load_notify_settings(path), path, "b:9092", KafkaSecurity(), ENV)
     assert isinstance(sink, PagerDuty)
 
 
@@ -167,10 +168,10 @@ def test_a_missing_secret_names_the_field_and_the_variable_not_a_value(tmp_path:
     settings = load_notify_settings(path)
 
     with pytest.raises(NotifySettingsError) as caught:
-        build_sinks(settings, path, "b:9092", {**ENV, "PD_KEY": ""})
+        build_sinks(settings, path, "b:9092", KafkaSecurity(), {**ENV, "PD_KEY": ""})
     assert caught.value.field == "sink[4].routing_key"
     assert "PD_KEY is not set or empty" in str(caught.value)
 
     (tmp_path / "webhook-secret").unlink()
     with pytest.raises(NotifySettingsError, match=r"sink\[3\]\.secret: cannot read"):
-        build_sinks(settings, path, "b:9092", ENV)
+        build_sinks(settings, path, "b:9092", KafkaSecurity(), ENV)
