@@ -31,6 +31,7 @@ from accessdrift.models.errors import BrokerError
 from accessdrift.models.findings import Record, decode_record
 from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.models.text import printable
+from accessdrift.streams.guard import guarded_application
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ async def serve(
         del request
         return web.json_response({"status": "ok", "sinks": [s.name for s in sinks]})
 
-    application = web.Application()
+    application = guarded_application()
     application.router.add_get("/metrics", serve_metrics)
     application.router.add_get("/healthz", healthz)
     web_runner = web.AppRunner(application, access_log=None)

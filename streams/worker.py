@@ -72,6 +72,7 @@ from accessdrift.streams.api import Api
 from accessdrift.streams.census import Census
 from accessdrift.streams.deadlines import DeadlineIndex
 from accessdrift.streams.engine import Engine, Step
+from accessdrift.streams.guard import application_options
 from accessdrift.streams.inbox import DEVICE_INBOX, IDENTITY_INBOX, Batches, Partitioner
 from accessdrift.streams.ingest import (
     Ingest,
@@ -199,6 +200,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        web_application_options=application_options(),
         # faust's own pages would show table contents and the cluster's layout to anyone who
         # can reach the port; the worker's API (streams/api.py) is what is served.
         web_tables_enabled=False,

@@ -10,6 +10,8 @@ import os
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -211,6 +213,14 @@ def test_a_mass_failure_is_one_page_and_resolving_them_all_resolves_it(
         try:
             _wait(lambda: len(pd.seen) >= 1, 60, "the page")
             wait_consumed(broker.bootstrap, f"{run}.oncall", [topic])
+            # The service's own endpoints sit behind the guard (streams/guard.py).
+            metrics = f"http://127.0.0.1:{notify.port}/metrics"
+            with urllib.request.urlopen(metrics, timeout=10) as response:
+                assert response.status == 200
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{metrics}?token={PD_KEY}", timeout=10)
+            refused.value.close()
+            assert refused.value.code == 400
             _publish(broker.bootstrap, topic, [resolved(r) for r in burst])
             _wait(lambda: len(pd.seen) >= 2, 60, "the resolve")
             wait_consumed(broker.bootstrap, f"{run}.oncall", [topic])

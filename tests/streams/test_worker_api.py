@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from accessdrift.streams.broker import EmbeddedBroker, free_port
+from accessdrift.streams.guard import BURST, RATE_PER_S
 from tests.servers import http_ok, need, running
 from tests.streams.test_worker import Worker
 from tests.workers import WorkerProcess, worker_env
@@ -272,3 +273,35 @@ def test_any_worker_of_the_group_answers_for_any_identity(
         assert _get(f"{other}/identities/{scenario.bob}", "wrong")[0] == 401
     finally:
         second.stop()
+
+
+def test_a_token_in_the_query_string_is_refused_even_beside_a_valid_header(
+    scenario: Scenario,
+) -> None:
+    for path in (f"/identities/{scenario.alice}?token={TOKEN}", f"/metrics?access_token={TOKEN}"):
+        status, body, _ = _get(scenario.url + path, TOKEN)
+        assert status == 400, path
+        assert TOKEN not in json.dumps(body)
+        assert "Authorization: Bearer" in body["error"]
+    assert TOKEN not in scenario.log.read_text()
+
+
+def test_a_request_with_a_body_is_refused(scenario: Scenario) -> None:
+    request = urllib.request.Request(
+        scenario.url + "/findings", data=b"{}" * 10_000, method="GET",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 413
+
+
+def test_a_flood_of_requests_gets_429_then_is_served_again(scenario: Scenario) -> None:
+    statuses = [_get(scenario.url + "/healthz", None)[0] for _ in range(60)]
+    assert statuses[0] == 200
+    assert 429 in statuses
+    status, _, headers = _get(scenario.url + "/healthz", None)
+    assert status == 429
+    time.sleep(float(headers["Retry-After"]) + BURST / RATE_PER_S)  # the bucket refills
+    assert _get(scenario.url + "/healthz", None)[0] == 200
