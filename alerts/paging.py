@@ -137,6 +137,9 @@ class PagerDuty:
         #: finding id → the dedup key of the grouped page it belongs to; group key → members.
         self._group_of: dict[str, str] = {}
         self._members: dict[str, set[str]] = {}
+        #: Findings paged on their own and not resolved since: a repeated open record (the
+        #: worker's outbox window after a crash) triggers nothing more. Bounded by open findings.
+        self._paged: set[str] = set()
 
     def _pages(self, record: Record) -> bool:
         return (
@@ -145,12 +148,17 @@ class PagerDuty:
 
     async def deliver(self, records: Sequence[Record]) -> None:
         findings = [r for r in records if isinstance(r, FindingRecord) and self._pages(r)]
-        opening = [r for r in findings if r.status == "open"]
+        opening: dict[str, FindingRecord] = {}
+        for r in findings:
+            known = r.finding_id in self._paged or r.finding_id in self._group_of
+            if r.status == "open" and not known:
+                opening.setdefault(r.finding_id, r)
         if len(opening) > self._group_above:
-            await self._trigger_group(opening)
+            await self._trigger_group(list(opening.values()))
         else:
-            for r in opening:
+            for r in opening.values():
                 await self._send("trigger", dedup_key(r.finding_id), self._payload(r))
+                self._paged.add(r.finding_id)
         for r in findings:
             if r.status == "resolved":
                 await self._resolve(r.finding_id)
@@ -193,7 +201,10 @@ class PagerDuty:
     async def _resolve(self, finding_id: str) -> None:
         group = self._group_of.get(finding_id)
         if group is None:
+            # Sent even for a finding this process did not page: it may have been paged before
+            # a restart, and resolving a resolved incident changes nothing in PagerDuty.
             await self._send("resolve", dedup_key(finding_id), None)
+            self._paged.discard(finding_id)
             return
         members = self._members[group]
         members.discard(finding_id)

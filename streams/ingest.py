@@ -204,7 +204,11 @@ class Ingest(Service):
                 try:
                     message = decode_message(stream, record.value)
                 except ContractError as error:
-                    acks.append(await self._dead_letter(record, stream, "deadlettered", str(error)))
+                    acks.append(
+                        await self._dead_letter(
+                            record, stream, "deadlettered", str(error), error.where
+                        )
+                    )
                     continue
                 problem = plausibility_error(
                     message.occurred_at_us,
@@ -214,7 +218,11 @@ class Ingest(Service):
                     wall_us,
                 )
                 if problem is not None:
-                    acks.append(await self._dead_letter(record, stream, "implausible", problem))
+                    acks.append(
+                        await self._dead_letter(
+                            record, stream, "implausible", problem, "value.occurred_at"
+                        )
+                    )
                     continue
                 metrics.read_event(stream, message.occurred_at_us, wall_us)
                 seen_us = max(seen_us, message.occurred_at_us)
@@ -237,11 +245,19 @@ class Ingest(Service):
                 inputs.read(tp.topic, tp.partition, seen_us)
 
     async def _dead_letter(
-        self, record: ConsumerRecord, stream: str, outcome: EventOutcome, reason: str
+        self, record: ConsumerRecord, stream: str, outcome: EventOutcome, reason: str, where: str
     ) -> Awaitable[Any]:
         reason = printable(reason, 1000)
+        # The reason can quote the record's values; it goes in the dead-letter record's header,
+        # beside the payload, and the log names only where the record is and which field failed.
         log.warning(
-            "dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+            "dead-lettered %s[%s]@%s (%s: %s); the reason is in its %s header",
+            record.topic,
+            record.partition,
+            record.offset,
+            "implausible" if outcome == "implausible" else "breaks the contract",
+            printable(where, 80) or "the whole record",
+            HEADER_ERROR,
         )
         self.metrics.count_event(stream, outcome)
         self.metrics.deadletter.labels(topic=record.topic).inc()

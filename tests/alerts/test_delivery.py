@@ -256,6 +256,14 @@ def test_pagerduty_triggers_then_resolves_with_the_same_dedup_key() -> None:
     assert payload["custom_details"]["deadline"] == "2026-01-05T10:00:00Z"
 
 
+def test_a_repeated_open_record_pages_once() -> None:
+    """The worker's outbox window can publish a record twice after a crash: one trigger."""
+    with StandIn(lambda s, i: Answer(202, {"status": "success"})) as pd:
+        _run(_pager(pd, VirtualTime()), [FINDING], [FINDING, FINDING], [resolved(FINDING)])
+
+    assert [r.json()["event_action"] for r in pd.seen] == ["trigger", "resolve"]
+
+
 def test_pagerduty_dedup_keys_stay_within_255_characters() -> None:
     assert len(dedup_key("x" * 1000)) <= 255
     assert dedup_key("x" * 1000) != dedup_key("x" * 999)
