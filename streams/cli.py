@@ -222,6 +222,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     _env_flag(
         work,
+        "--one-record-batches",
+        "ONE_RECORD_BATCHES",
+        "false",
+        "true on the embedded broker, whose wrong end offsets would make a restarted worker "
+        "miss part of its changelog (README: the embedded broker); never needed on Kafka",
+    )
+    _env_flag(
+        work,
         "--clock",
         "CLOCK",
         "wall",
@@ -310,6 +318,16 @@ def _topic_flag(parser: argparse.ArgumentParser) -> None:
             "ACCESSDRIFT_TOPIC_<NAME>, e.g. ACCESSDRIFT_TOPIC_IDENTITY_STATUS)"
         ),
     )
+
+
+def _boolean(flag: str, value: str) -> bool:
+    """A true/false flag or variable; raises ValueError naming the flag."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{flag} must be true or false, not {echo(value)}")
 
 
 def _env_flag(
@@ -478,6 +496,7 @@ def _worker(args: argparse.Namespace) -> int:
             web_port=int(args.web_port),
             grace_s=float(args.grace),
             session_timeout_s=float(args.session_timeout),
+            one_record_batches=_boolean("--one-record-batches", args.one_record_batches),
             clock=args.clock,
             max_ahead_s=None if args.max_ahead is None else float(args.max_ahead),
         )

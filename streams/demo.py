@@ -381,6 +381,7 @@ def _start_worker(
         "ACCESSDRIFT_WEB_PORT": str(web_port),
         "ACCESSDRIFT_GRACE_S": str(GRACE_S),
         "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
+        "ACCESSDRIFT_ONE_RECORD_BATCHES": "true",
         "ACCESSDRIFT_DATA_DIR": str(workdir / "data"),
         "ACCESSDRIFT_TOPIC_FINDINGS": topics.findings,
     }

@@ -28,6 +28,7 @@ def worker_env(
         "ACCESSDRIFT_PARTITIONS": "4",
         "ACCESSDRIFT_GRACE_S": str(grace_s),
         "ACCESSDRIFT_SESSION_TIMEOUT_S": "6",
+        "ACCESSDRIFT_ONE_RECORD_BATCHES": "true",
         "ACCESSDRIFT_DATA_DIR": str(data_dir),
         "ACCESSDRIFT_TOPIC_FINDINGS": f"{run}.findings",
         "ACCESSDRIFT_TOPIC_DEADLETTER": f"{run}.deadletter",
