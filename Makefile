@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv relink system test lint demo demo-replay bench clean
+.PHONY: venv relink system test lint demo demo-replay bench soak clean
 
 # Real servers the integration tests start on loopback, from Debian's packages.
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager rsyslog stunnel4 openssl
@@ -43,6 +43,11 @@ system:
 
 test: system lint
 	$(BIN)/pytest -q
+
+# The fault tests at full length (minutes of kill -9 loops, 30 s broker loss, larger
+# organisations).
+soak: system relink
+	ACCESSDRIFT_SOAK=1 $(BIN)/pytest -q -s tests/streams/test_faults.py tests/streams/test_faults_broker.py
 
 demo: relink
 	$(BIN)/accessdrift demo
