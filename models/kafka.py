@@ -26,13 +26,12 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_va
 
 from accessdrift.models.config import SecretRef
 from accessdrift.models.errors import ConfigError
+from accessdrift.models.text import parse_switch
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"]
 SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
 
 PREFIX = "ACCESSDRIFT_KAFKA_"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
 
 
 class KafkaSecurityError(ConfigError):
@@ -125,8 +124,8 @@ class KafkaSecurity(BaseModel):
             value = get(name)
             return None if value is None else Path(value)
 
-        allow = (get("ALLOW_UNENCRYPTED_SASL") or "").lower()
-        if allow not in _TRUE | _FALSE:
+        allow = parse_switch(get("ALLOW_UNENCRYPTED_SASL") or "")
+        if allow is None:
             raise KafkaSecurityError(PREFIX + "ALLOW_UNENCRYPTED_SASL", "write true or false")
         password: SecretStr | None = None
         if environ.get(PREFIX + "SASL_PASSWORD"):
@@ -144,7 +143,7 @@ class KafkaSecurity(BaseModel):
             "sasl_mechanism": (get("SASL_MECHANISM") or "").upper() or None,
             "sasl_username": get("SASL_USERNAME"),
             "sasl_password": password,
-            "allow_unencrypted_sasl": allow in _TRUE,
+            "allow_unencrypted_sasl": allow,
         }
         try:
             return cls(**fields)

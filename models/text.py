@@ -47,6 +47,17 @@ _SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
 _SHORT_REPR.maxstring = _SHORT_REPR.maxother = ECHO_LIMIT
 
 
+def parse_switch(text: str) -> bool | None:
+    """A true/false setting as written in a flag or variable (`true`, `1`, `yes`, `on`; `false`,
+    `0`, `no`, `off`, empty), or None when it is neither."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    return None
+
+
 def echo(value: object) -> str:
     """A bad value quoted for an error message: printable and at most ECHO_LIMIT characters
     (a large structure is abbreviated before it is turned into text, never after)."""

@@ -29,7 +29,7 @@ from accessdrift.models.errors import BrokerError, PolicyError
 from accessdrift.models.findings import Record, decode_record
 from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.models.policy import Policy, load_policy
-from accessdrift.models.text import echo, printable
+from accessdrift.models.text import echo, parse_switch, printable
 from accessdrift.streams.broker import LOOPBACK, EmbeddedBroker
 from accessdrift.streams.demo import run_demo
 from accessdrift.streams.engine import Engine
@@ -322,12 +322,10 @@ def _topic_flag(parser: argparse.ArgumentParser) -> None:
 
 def _boolean(flag: str, value: str) -> bool:
     """A true/false flag or variable; raises ValueError naming the flag."""
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("", "0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{flag} must be true or false, not {echo(value)}")
+    switch = parse_switch(value)
+    if switch is None:
+        raise ValueError(f"{flag} must be true or false, not {echo(value)}")
+    return switch
 
 
 def _env_flag(
