@@ -4,25 +4,36 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv relink system test lint demo demo-replay bench soak clean
+.PHONY: venv relink system test lint audit lock demo demo-replay bench soak clean
 
 # Real servers the integration tests start on loopback, from Debian's packages.
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager rsyslog stunnel4 openssl
 
 venv: $(STAMP)
 
-# Reinstall whenever the project's metadata changes. `editable_mode=strict` installs a tree of
-# links, which mypy and every tool can follow (the default mode hides the packages behind an
-# import hook).
-$(STAMP): pyproject.toml
+# Reinstall whenever the lock or the project's metadata changes: every dependency at the
+# version and hash requirements.lock pins, then the project itself without resolving anything.
+# `editable_mode=strict` installs a tree of links, which mypy and every tool can follow (the
+# default mode hides the packages behind an import hook).
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --config-settings editable_mode=strict -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=strict -e .
 	touch $(STAMP)
+
+# After a change to the dependencies in pyproject.toml: pin them again, with hashes.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --extra dev --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+
+# Known vulnerabilities in the locked dependencies (PyPI's advisory data): fails on any. A
+# package the service cannot look up is listed as not audited.
+audit: $(STAMP)
+	$(BIN)/pip-audit --progress-spinner off --disable-pip -r requirements.lock
 
 # New modules need the link tree refreshed; this is cheap and keeps a working tree honest.
 relink: $(STAMP)
-	$(BIN)/python -m pip install --quiet --no-deps --config-settings editable_mode=strict -e .
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=strict -e .
 
 lint: relink
 	$(BIN)/ruff check models streams alerts tests bench

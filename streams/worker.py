@@ -71,6 +71,7 @@ from accessdrift.models.state import NEVER_US, DeviceState
 from accessdrift.streams.api import Api
 from accessdrift.streams.census import Census
 from accessdrift.streams.deadlines import DeadlineIndex
+from accessdrift.streams.durable import Acknowledged
 from accessdrift.streams.engine import Engine, Step
 from accessdrift.streams.guard import application_options
 from accessdrift.streams.inbox import DEVICE_INBOX, IDENTITY_INBOX, Batches, Partitioner
@@ -218,6 +219,9 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         web_stats_enabled=False,
         web_graph_enabled=False,
     )
+    # Every flush (faust's before it commits offsets, ours before publishing an outbox) waits
+    # for the table writes before it to be acknowledged; see streams/durable.py.
+    Acknowledged(app.producer.buffer)
     topics = settings.topics
     identity_inbox_name = f"{settings.app_id}.identity-inbox"
     device_inbox_name = f"{settings.app_id}.device-inbox"
