@@ -56,9 +56,10 @@ test: system lint
 	$(BIN)/pytest -q
 
 # The fault tests at full length (minutes of kill -9 loops, 30 s broker loss, larger
-# organisations).
+# organisations, the disk filling up) and the engine's model at 10,000 examples.
 soak: system relink
-	ACCESSDRIFT_SOAK=1 $(BIN)/pytest -q -s tests/streams/test_faults.py tests/streams/test_faults_broker.py
+	ACCESSDRIFT_SOAK=1 $(BIN)/pytest -q -s tests/streams/test_faults.py tests/streams/test_faults_broker.py \
+		tests/streams/test_faults_disk.py tests/streams/test_engine_model.py
 
 demo: relink
 	$(BIN)/accessdrift demo

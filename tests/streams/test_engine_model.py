@@ -1,4 +1,5 @@
-"""The engine against a small, independent reference model, under repeats and reordering.
+"""The engine against a small, independent reference model, under repeats, reordering, clock
+jumps and restarts.
 
 The reference model sees the whole timeline at once, sorted by event time, and derives every
 obligation's outcome by brute force. The engine sees the same events one at a time:
@@ -8,13 +9,17 @@ obligation's outcome by brute force. The engine sees the same events one at a ti
   until the end. The engine must end with exactly the reference's findings.
 * `InOrderDelivery`: events arrive in time order with repeats, the clock follows them, re-grants
   and approved exceptions are in play. Again the final findings must match exactly.
+* `FaultyDelivery`: interleaved streams with repeats, a clock that jumps forward as far as the
+  watermark allows and back, and restarts that deliver again everything since the last commit.
+  10,000 examples under `make soak`.
 
-Both check at every step that a finding is published once per change of status, and both pass
+All check at every step that a finding is published once per change of status, and all pass
 the identity's state through its binary encoding between steps, as a changelog would.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from hypothesis import settings
@@ -352,14 +357,69 @@ class InOrderDelivery(_Delivery):
         self.finish()
 
 
+class FaultyDelivery(ReorderedDelivery):
+    """What a live worker sees under faults: streams interleave (each in its own order) with
+    repeats; the clock moves on its own, forward in jumps as far as the watermark allows (never
+    past an event not yet delivered, as `streams/watermarks.py` guarantees) and backward (a
+    restored clock older than the engine's last call); and restarts, after which everything
+    since the last commit is delivered again, in order, from the state last stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock_min = 0
+        #: How many deliveries the last input-offset commit covers.
+        self.committed = 0
+
+    def now_us(self, event: Ev) -> int:
+        return BASE_US + self.clock_min * MINUTE_US
+
+    def _new(self, gap: int, kind: str, **fields: str | int | None) -> Ev:
+        # A source's events come after what the watermark has passed (within the lateness
+        # bound, which this engine-level model leaves to streams/watermarks.py).
+        self.t = max(self.t, self.clock_min)
+        return super()._new(gap, kind, **fields)
+
+    def _bound(self) -> int:
+        """The furthest the watermark lets the clock go: before every undelivered event."""
+        waiting = [e.t for e in self.pending_status]
+        waiting += [e.t for queue in self.pending_ent.values() for e in queue]
+        return min(waiting) - 1 if waiting else self.t + 200
+
+    @rule(data=st.data())
+    def clock_moves(self, data: st.DataObject) -> None:
+        bound = self._bound()
+        self.clock_min = data.draw(st.integers(min(self.clock_min - 30, bound), bound))
+        step = self.engine.advance(self.state, BASE_US + self.clock_min * MINUTE_US)
+        self.state = decode_identity_state(encode_state(step.state))
+        self.records.extend(r for r in step.records if isinstance(r, FindingRecord))
+
+    @rule()
+    def commit(self) -> None:
+        self.committed = len(self.delivered)
+
+    @rule()
+    def restart(self) -> None:
+        """A crash: the state is what was stored last (every step stores it before its input is
+        committed) and everything delivered since the last commit is delivered again, in order.
+        What was published stays published, so a second publication would show."""
+        for event in self.delivered[self.committed :]:
+            self.deliver(event)
+
+
+SOAK = os.environ.get("ACCESSDRIFT_SOAK") == "1"
 ReorderedDelivery.TestCase.settings = settings(
     max_examples=300, stateful_step_count=40, deadline=None
 )
 InOrderDelivery.TestCase.settings = settings(
     max_examples=300, stateful_step_count=40, deadline=None
 )
+#: 10,000 under `make soak`.
+FaultyDelivery.TestCase.settings = settings(
+    max_examples=10_000 if SOAK else 300, stateful_step_count=50, deadline=None
+)
 TestReorderedDelivery = ReorderedDelivery.TestCase
 TestInOrderDelivery = InOrderDelivery.TestCase
+TestFaultyDelivery = FaultyDelivery.TestCase
 
 
 # -- owners and their non-human identities --------------------------------------------------------
