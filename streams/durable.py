@@ -1,4 +1,5 @@
-"""A producer flush that means "acknowledged by Kafka", for faust's producer buffer.
+"""Nothing committed past a write that did not land: a producer flush that means
+"acknowledged by Kafka", and a stop that leaves a failed step's input unacknowledged.
 
 Table writes go through faust's `ProducerBuffer` (a `__setitem__` cannot await the send). Its
 `flush()` stops waiting as soon as 0.1 s pass without a record leaving the queue
@@ -14,9 +15,15 @@ acknowledged, or raises the error of one that failed, so nothing is committed pa
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+import logging
+import os
+from typing import Any, Final, NoReturn
 
 from accessdrift.models.errors import BrokerError
+from accessdrift.models.text import printable
+
+log = logging.getLogger(__name__)
 
 
 class Acknowledged:
@@ -53,3 +60,48 @@ class Acknowledged:
                         "broker, then restart the worker",
                         retryable=True,
                     ) from error
+
+
+#: Exit statuses (sysexits.h): the table store could not be written; anything else.
+EXIT_STORE_FAILED: Final = 74
+EXIT_STEP_FAILED: Final = 70
+#: How long the stop waits for table writes already queued to reach the changelog.
+_LAST_FLUSH_S: Final = 10.0
+
+
+def store_failure(error: BaseException) -> bool:
+    """Whether `error` is the table store failing to write: the disk full, the data directory
+    read-only or gone (rocksdict raises a plain Exception whose text starts "IO error")."""
+    return isinstance(error, OSError) or str(error).startswith("IO error")
+
+
+async def stop_unacknowledged(error: BaseException, data_dir: str, buffer_flush: Any) -> NoReturn:
+    """Stop the worker after a stream step failed, without acknowledging the step's input.
+
+    faust's supervisor would restart the agent, and its stream acknowledges the event that was
+    being processed on the way out (the `finally` of `Stream._c_aiter`): its offset is then
+    committed and the event is lost without a trace. So the step's failure ends the process
+    instead, after a last bounded flush of what is queued for the changelog: the input is
+    delivered again after the restart, and the engine recognises what it had already applied.
+    """
+    if store_failure(error):
+        log.critical(
+            "the table store under %s cannot be written (%s): stopping without committing the "
+            "events in flight, which are read again after a restart. Free space on that disk or "
+            "make the directory writable by this user, then restart the worker",
+            printable(data_dir),
+            printable(str(error), 300),
+        )
+        status = EXIT_STORE_FAILED
+    else:
+        log.critical(
+            "a stream step failed (%s): stopping without committing the events in flight, which "
+            "are read again after a restart",
+            type(error).__name__,
+            exc_info=error,
+        )
+        status = EXIT_STEP_FAILED
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(buffer_flush(), _LAST_FLUSH_S)
+    logging.shutdown()
+    os._exit(status)

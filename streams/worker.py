@@ -71,7 +71,7 @@ from accessdrift.models.state import NEVER_US, DeviceState
 from accessdrift.streams.api import Api
 from accessdrift.streams.census import Census
 from accessdrift.streams.deadlines import DeadlineIndex
-from accessdrift.streams.durable import Acknowledged
+from accessdrift.streams.durable import Acknowledged, stop_unacknowledged
 from accessdrift.streams.engine import Engine, Step
 from accessdrift.streams.guard import application_options
 from accessdrift.streams.inbox import DEVICE_INBOX, IDENTITY_INBOX, Batches, Partitioner
@@ -369,46 +369,56 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     @app.agent(identity_inbox, name="identities")
     async def run_identities(stream: Any) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            owned = await identity_partition(partition)
-            value = IDENTITY_INBOX.decode(event.value)
-            if isinstance(value, Mark):
-                on_mark(partition, owned, value)
-            else:
-                apply_batch(owned, value.messages)
-            await deliver(store.flush())
+            try:
+                await identities_step(event)
+            except Exception as error:  # any failure: see stop_unacknowledged
+                await stop_unacknowledged(error, str(settings.data_dir), app.producer.flush)
+
+    async def identities_step(event: Any) -> None:
+        partition = event.message.partition
+        owned = await identity_partition(partition)
+        value = IDENTITY_INBOX.decode(event.value)
+        if isinstance(value, Mark):
+            on_mark(partition, owned, value)
+        else:
+            apply_batch(owned, value.messages)
+        await deliver(store.flush())
 
     # -- devices ------------------------------------------------------------------------------
 
     @app.agent(device_inbox, name="devices")
     async def run_devices(stream: Any) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            value = DEVICE_INBOX.decode(event.value)
-            if isinstance(value, Mark):
-                watermarks = device_marks.setdefault(
-                    partition, Watermarks(settings.clock, (device_topic,), (), 0, 0)
-                )
-                watermarks.update(value)
-                own = watermarks.progress(_wall_us())
-                if own is not None:
-                    progress.inboxes[("device", partition)] = Report("device", "", partition, *own)
-                continue
-            routed: dict[str, DeviceState] = {}
-            signals: Batches[DeviceSignal] = Batches(device=False)
-            for message in value.messages:
-                result = device_processor.route(message, routed)
-                metrics.count_event(
-                    DEVICE_POSTURE, "applied" if isinstance(result, tuple) else result
-                )
-                if isinstance(result, tuple):
-                    for signal in result[1]:
-                        signals.add(partition_of(signal.identity_id.encode()), signal)
-            # Signals first, acknowledged, then the devices' states: after a crash in between
-            # the events are processed again and the signals repeat, which identities ignore.
-            await asyncio.gather(*await send_batches(signals, identity_inbox_name))
-            for state in routed.values():
-                device_processor.keep_device(state)
+            try:
+                await devices_step(event)
+            except Exception as error:  # any failure: see stop_unacknowledged
+                await stop_unacknowledged(error, str(settings.data_dir), app.producer.flush)
+
+    async def devices_step(event: Any) -> None:
+        partition = event.message.partition
+        value = DEVICE_INBOX.decode(event.value)
+        if isinstance(value, Mark):
+            watermarks = device_marks.setdefault(
+                partition, Watermarks(settings.clock, (device_topic,), (), 0, 0)
+            )
+            watermarks.update(value)
+            own = watermarks.progress(_wall_us())
+            if own is not None:
+                progress.inboxes[("device", partition)] = Report("device", "", partition, *own)
+            return
+        routed: dict[str, DeviceState] = {}
+        signals: Batches[DeviceSignal] = Batches(device=False)
+        for message in value.messages:
+            result = device_processor.route(message, routed)
+            metrics.count_event(DEVICE_POSTURE, "applied" if isinstance(result, tuple) else result)
+            if isinstance(result, tuple):
+                for signal in result[1]:
+                    signals.add(partition_of(signal.identity_id.encode()), signal)
+        # Signals first, acknowledged, then the devices' states: after a crash in between the
+        # events are processed again and the signals repeat, which identities ignore.
+        await asyncio.gather(*await send_batches(signals, identity_inbox_name))
+        for state in routed.values():
+            device_processor.keep_device(state)
 
     # -- ingest ---------------------------------------------------------------------------------
 

@@ -1,0 +1,66 @@
+"""The RocksDB store's disk filling up under a real worker: a clear error and a clean stop,
+never a silent loss. The data directory is a small tmpfs the test mounts (root only).
+
+faust's supervisor would restart a crashed agent after its stream acknowledged the event in
+hand, losing it; the worker instead stops without committing (streams/durable.py). After the
+disk is given room, a restarted worker agrees with the simulator's truth.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from accessdrift.streams.broker import EmbeddedBroker
+from accessdrift.streams.durable import EXIT_STORE_FAILED
+from tests.faults import Rig, organisation, soak
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs at tmp_path/data, unmounted afterwards."""
+    data = tmp_path / "data"
+    data.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(data)],
+        check=False,
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace')}")
+    try:
+        yield data
+    finally:
+        subprocess.run(["umount", "--lazy", str(data)], check=False)
+
+
+def test_a_full_disk_stops_the_worker_with_a_clear_error_and_loses_nothing(
+    broker: EmbeddedBroker, tmp_path: Path, small_disk: Path
+) -> None:
+    org = organisation(int(soak(300, 1500)), 31)
+    rig = Rig(broker, tmp_path, extra_env={"ACCESSDRIFT_STORE": "rocksdb"})
+    try:
+        worker = rig.start()
+        rig.produce(org.events)
+        status = worker.process.wait(180)
+        log = worker.log.read_text(errors="replace")
+        assert status == EXIT_STORE_FAILED, log[-3000:]
+        assert f"the table store under {small_disk} cannot be written" in log
+        assert "No space left on device" in log
+        assert "Free space on that disk" in log
+        assert "Restarting dead" not in log, "faust's supervisor never restarts past the failure"
+
+        subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
+        rig.start()
+        rig.produce([org.clock_event()])
+        rig.consumed()
+        records = rig.records(org.expected_records, 240)
+        verdict = rig.verdict(org, records)
+        print(f"disk full: {verdict.describe()}")
+        assert verdict.agreement.agrees, verdict.agreement.describe()
+        assert verdict.repeats_identical
+    finally:
+        rig.stop_all()
