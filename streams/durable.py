@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from accessdrift.models.errors import BrokerError
@@ -75,7 +77,9 @@ def store_failure(error: BaseException) -> bool:
     return isinstance(error, OSError) or str(error).startswith("IO error")
 
 
-async def stop_unacknowledged(error: BaseException, data_dir: str, buffer_flush: Any) -> NoReturn:
+async def stop_unacknowledged(
+    error: BaseException, data_dir: Path, table_dir: Path, buffer_flush: Any
+) -> NoReturn:
     """Stop the worker after a stream step failed, without acknowledging the step's input.
 
     faust's supervisor would restart the agent, and its stream acknowledges the event that was
@@ -83,13 +87,23 @@ async def stop_unacknowledged(error: BaseException, data_dir: str, buffer_flush:
     committed and the event is lost without a trace. So the step's failure ends the process
     instead, after a last bounded flush of what is queued for the changelog: the input is
     delivered again after the restart, and the engine recognises what it had already applied.
+
+    After the table store failed to write, its local copy (`table_dir`) is discarded: faust
+    sends a table write to the changelog before it puts it in RocksDB, and records the
+    changelog offset as applied locally once Kafka acknowledges it (`_on_changelog_sent`),
+    whether or not the put succeeded. On a full disk a small offset record can fit where the
+    state before it did not, and the next start would then skip the changelog record whose put
+    failed: the identity's state would be silently old (the disk fault test lost an
+    owner_departed finding that way). The changelog is the truth; the next start rebuilds the
+    local copy from it.
     """
     if store_failure(error):
         log.critical(
             "the table store under %s cannot be written (%s): stopping without committing the "
-            "events in flight, which are read again after a restart. Free space on that disk or "
-            "make the directory writable by this user, then restart the worker",
-            printable(data_dir),
+            "events in flight, which are read again after a restart; the local copy of the "
+            "tables is discarded and rebuilt from the changelog then. Free space on that disk "
+            "or make the directory writable by this user, then restart the worker",
+            printable(str(data_dir)),
             printable(str(error), 300),
         )
         status = EXIT_STORE_FAILED
@@ -103,5 +117,9 @@ async def stop_unacknowledged(error: BaseException, data_dir: str, buffer_flush:
         status = EXIT_STEP_FAILED
     with contextlib.suppress(Exception):
         await asyncio.wait_for(buffer_flush(), _LAST_FLUSH_S)
+    if status == EXIT_STORE_FAILED:
+        # Unlinking frees space on a full disk; a read-only directory keeps its copy, which no
+        # write reached, so it is consistent.
+        shutil.rmtree(table_dir, ignore_errors=True)
     logging.shutdown()
     os._exit(status)

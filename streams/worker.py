@@ -222,6 +222,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     # Every flush (faust's before it commits offsets, ours before publishing an outbox) waits
     # for the table writes before it to be acknowledged; see streams/durable.py.
     Acknowledged(app.producer.buffer)
+    table_dir = Path(app.conf.tabledir)
     topics = settings.topics
     identity_inbox_name = f"{settings.app_id}.identity-inbox"
     device_inbox_name = f"{settings.app_id}.device-inbox"
@@ -372,7 +373,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
             try:
                 await identities_step(event)
             except Exception as error:  # any failure: see stop_unacknowledged
-                await stop_unacknowledged(error, str(settings.data_dir), app.producer.flush)
+                await stop_unacknowledged(error, settings.data_dir, table_dir, app.producer.flush)
 
     async def identities_step(event: Any) -> None:
         partition = event.message.partition
@@ -392,7 +393,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
             try:
                 await devices_step(event)
             except Exception as error:  # any failure: see stop_unacknowledged
-                await stop_unacknowledged(error, str(settings.data_dir), app.producer.flush)
+                await stop_unacknowledged(error, settings.data_dir, table_dir, app.producer.flush)
 
     async def devices_step(event: Any) -> None:
         partition = event.message.partition

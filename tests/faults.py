@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from accessdrift.models.clock import format_us
@@ -32,6 +33,7 @@ from accessdrift.streams.simulate import (
     read_truth,
     write_simulation,
 )
+from accessdrift.streams.store import Stored
 from tests.kafka import create_topics, produce_events, read_topic, wait_consumed
 from tests.workers import STREAM_TOPICS, WorkerProcess, worker_env
 
@@ -197,6 +199,42 @@ class Rig:
         return [
             value for _, _, value, _ in read_topic(self.bootstrap, self.findings_topic, 10**9, 5)
         ]
+
+    def trail(self, identity_ids: set[str]) -> str:
+        """Every version of these identities' states in the identities table's changelog, one
+        line each: what a failed fault test prints to show where a finding went missing (a state
+        rolled back, a message that never arrived)."""
+        changelog = f"{self.env['ACCESSDRIFT_APP_ID']}-identities-changelog"
+        lines = []
+        for partition, key, value, _ in read_topic(self.bootstrap, changelog, 10**9, 5):
+            if key is None or key.decode() not in identity_ids or value is None:
+                continue
+            stored = msgspec.msgpack.decode(value, type=Stored)
+            s = stored.state
+            owned = ",".join(f"{k}{'+' if v.linked else '-'}" for k, v in sorted(s.owned.items()))
+            obligations = ",".join(
+                f"{ob.trigger}:{ob.state}" for ob in (*s.obligations.values(), *s.settled.values())
+            )
+            lines.append(
+                f"[{partition}] {s.identity_id} status={s.status} owner={s.owner_id} "
+                f"heard={s.owner_heard} timeline={[t[1] for t in s.owner_timeline]} "
+                f"owned=[{owned}] obligations=[{obligations}] outbox={len(stored.outbox)} "
+                f"transitions={len(s.transitions)}"
+            )
+        return "\n".join(lines)
+
+    def explain(self, organisation: Organisation, agreement: Agreement) -> str:
+        """The disagreement, and the trail of the first identities it names and their owners."""
+        named: set[str] = set()
+        for name in ("missed_open", "false_open", "missed_resolved", "false_resolved"):
+            named.update(str(key[1]) for key in getattr(agreement, name)[:2])
+        named.update(str(key[0]) for key in agreement.evidence_wrong[:2])
+        for event in organisation.events:
+            value = event["value"]
+            topic, identity_id = event["topic"], value.get("identity_id")
+            if topic == "identity.status" and identity_id in named and value.get("owner_id"):
+                named.add(value["owner_id"])
+        return f"{agreement.describe()}\n{self.trail(named)}"
 
     def verdict(self, organisation: Organisation, records: list[Record]) -> Verdict:
         raw = self.raw_records()

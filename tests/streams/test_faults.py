@@ -56,7 +56,7 @@ def _judge(rig: Rig, org: Organisation, what: str) -> Verdict:
     records = rig.records(org.expected_records, 240)
     verdict = rig.verdict(org, records)
     print(f"{what}: {verdict.describe()}")
-    assert verdict.agreement.agrees, verdict.agreement.describe()
+    assert verdict.agreement.agrees, rig.explain(org, verdict.agreement)
     assert verdict.repeats_identical, "a repeat differs from the record first published"
     triggers = _pages(rig, rig.home)
     opened = {r.finding_id for r in records if isinstance(r, FindingRecord)}
