@@ -237,6 +237,8 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     identity_topics = tuple(topics.for_stream(name) for name in IDENTITY_STREAMS)
     device_topic = topics.for_stream(DEVICE_POSTURE)
     owned_identities: dict[int, IdentityPartition] = {}
+    #: Identities whose outbox a crash left waiting, by partition, until its first step.
+    undelivered: dict[int, list[str]] = {}
     device_marks: dict[int, Watermarks] = {}
     device_processor = Processor(engine, store, device_store)
     stream_of_topic = {
@@ -305,36 +307,43 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         """The partition's state, built the first time one of this worker's identity partitions
         is seen after an assignment: for all of them at once, in one pass over the table (a
         million identities are decoded once, not once per partition), the deadline index (the
-        truth is the table; the index is a cache of it), the clock kept in the table, and the
-        outboxes a crash left unpublished, published now. The table also holds standby
-        partitions, which are not this worker's to judge."""
+        truth is the table; the index is a cache of it) and the clock kept in the table. The
+        table also holds standby partitions, which are not this worker's to judge.
+
+        The outboxes a crash left unpublished are published by the first step of their own
+        partition (`redeliver`): faust writes a table change to the changelog partition of the
+        event being processed, not of the key, so clearing an outbox of another partition here
+        would put that identity's state in the wrong changelog partition, where a later
+        recovery reads it back over newer state or drops it."""
         owned = owned_identities.get(partition)
-        if owned is not None:
-            return owned
-        building = (active_identity_partitions() - owned_identities.keys()) | {partition}
-        indexes = {number: DeadlineIndex() for number in building}
-        undelivered = []
-        for key, state, waiting in store.entries(lambda key: partition_of(key) in building):
-            indexes[partition_of(key)].set(state.identity_id, engine.wake_us(state))
-            census.load(state, engine.open_findings(state))
-            if waiting:
-                undelivered.append(state.identity_id)
-        for number, index in indexes.items():
-            watermarks = Watermarks(
-                settings.clock,
-                identity_topics,
-                (device_topic,),
-                settings.partitions,
-                settings.partitions,
-            )
-            kept = clocks_table.get(str(number).encode())
-            if kept is not None:
-                watermarks.restore(_CLOCK.decode(kept))
-            owned_identities[number] = IdentityPartition(
-                Processor(engine, store, device_store, index), watermarks
-            )
-        await deliver(undelivered)
-        return owned_identities[partition]
+        if owned is None:
+            building = (active_identity_partitions() - owned_identities.keys()) | {partition}
+            indexes = {number: DeadlineIndex() for number in building}
+            for key, state, waiting in store.entries(lambda key: partition_of(key) in building):
+                number = partition_of(key)
+                indexes[number].set(state.identity_id, engine.wake_us(state))
+                census.load(state, engine.open_findings(state))
+                if waiting:
+                    undelivered.setdefault(number, []).append(state.identity_id)
+            for number, index in indexes.items():
+                watermarks = Watermarks(
+                    settings.clock,
+                    identity_topics,
+                    (device_topic,),
+                    settings.partitions,
+                    settings.partitions,
+                )
+                kept = clocks_table.get(str(number).encode())
+                if kept is not None:
+                    watermarks.restore(_CLOCK.decode(kept))
+                owned_identities[number] = IdentityPartition(
+                    Processor(engine, store, device_store, index), watermarks
+                )
+            owned = owned_identities[partition]
+        redeliver = undelivered.pop(partition, None)
+        if redeliver:
+            await deliver(redeliver)
+        return owned
 
     def on_mark(partition: int, owned: IdentityPartition, mark: Mark) -> None:
         wall_us = _wall_us()
@@ -453,6 +462,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     def forget_partitions(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         census.forget()
         owned_identities.clear()
+        undelivered.clear()
         device_marks.clear()
         progress.inboxes.clear()
 

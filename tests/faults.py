@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from accessdrift.models.clock import format_us
 from accessdrift.models.findings import Record, decode_record, record_key
+from accessdrift.streams.inbox import Partitioner
 from accessdrift.streams.ingest import ingest_group
 from accessdrift.streams.simulate import (
     Agreement,
@@ -222,6 +223,17 @@ class Rig:
                 f"transitions={len(s.transitions)}"
             )
         return "\n".join(lines)
+
+    def misplaced(self) -> list[tuple[int, str]]:
+        """(changelog partition, identity) of every identities-table record written to another
+        changelog partition than its key's: a later recovery would read it over newer state."""
+        changelog = f"{self.env['ACCESSDRIFT_APP_ID']}-identities-changelog"
+        partition_of = Partitioner(int(self.env["ACCESSDRIFT_PARTITIONS"]))
+        return [
+            (partition, key.decode())
+            for partition, key, _, _ in read_topic(self.bootstrap, changelog, 10**9, 5)
+            if key is not None and partition_of(key) != partition
+        ]
 
     def explain(self, organisation: Organisation, agreement: Agreement) -> str:
         """The disagreement, and the trail of the first identities it names and their owners."""

@@ -42,20 +42,24 @@ def read_topic(
     return asyncio.run(_read(bootstrap, topic, expected, timeout_s, options))
 
 
-async def _send(bootstrap: str, topic: str, key: bytes | None, value: bytes) -> tuple[int, int]:
+async def _send(
+    bootstrap: str, topic: str, key: bytes | None, value: bytes, partition: int | None
+) -> tuple[int, int]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        sent = await producer.send_and_wait(topic, value=value, key=key)
+        sent = await producer.send_and_wait(topic, value=value, key=key, partition=partition)
     finally:
         await producer.stop()
     return sent.partition, sent.offset
 
 
-def send_raw(bootstrap: str, topic: str, key: bytes | None, value: bytes) -> tuple[int, int]:
-    """Publish one record exactly as given (for records the contract must reject); returns its
-    (partition, offset)."""
-    return asyncio.run(_send(bootstrap, topic, key, value))
+def send_raw(
+    bootstrap: str, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+) -> tuple[int, int]:
+    """Publish one record exactly as given (for records the contract must reject, or a table
+    state a crash would leave); returns its (partition, offset)."""
+    return asyncio.run(_send(bootstrap, topic, key, value, partition))
 
 
 async def _ends(bootstrap: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:

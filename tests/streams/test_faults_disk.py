@@ -66,5 +66,6 @@ def test_a_full_disk_stops_the_worker_with_a_clear_error_and_loses_nothing(
         print(f"disk full: {verdict.describe()}")
         assert verdict.agreement.agrees, rig.explain(org, verdict.agreement)
         assert verdict.repeats_identical
+        assert rig.misplaced() == [], "every table write is on its key's changelog partition"
     finally:
         rig.stop_all()

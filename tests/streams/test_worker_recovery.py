@@ -16,8 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from accessdrift.streams.broker import EmbeddedBroker
-from tests.kafka import read_topic
+from accessdrift.streams.inbox import Partitioner
+from accessdrift.streams.store import FINDING, Outgoing, Stored
+from tests.kafka import read_topic, send_raw
 from tests.workers import ACCESSDRIFT, WorkerProcess, worker_env
 
 POLICY = """
@@ -230,3 +234,70 @@ def test_two_workers_in_one_group_publish_what_one_worker_does(
     assert [key for key, n in counts.items() if n > 1] == []
     assert Counter((r["identity_id"], r["system"], r["status"]) for r in published) == expected
     assert all("Ready" in log for log in logs)
+
+
+def _latest_states(bootstrap: str, changelog: str) -> dict[bytes, tuple[int, Stored]]:
+    """The identities table as its changelog holds it: key → (changelog partition, value)."""
+    latest = {}
+    for partition, key, value, _ in read_topic(bootstrap, changelog, 10**9, 5):
+        if key is not None and value is not None:
+            latest[key] = (partition, msgspec.msgpack.decode(value, type=Stored))
+    return latest
+
+
+def test_outboxes_a_crash_left_are_published_by_a_step_of_their_own_partition(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A crash between the write of a step's outbox and its clearing leaves records waiting in
+    identities of several partitions. The next worker publishes them again (the same bytes), and
+    every write that clears an outbox lands on its key's changelog partition: faust writes a
+    change to the partition of the event being processed, and a state written to another
+    partition is read back over newer state, or dropped, by a later recovery."""
+    run, env = _setup(broker, tmp_path)
+    changelog = f"{env['ACCESSDRIFT_APP_ID']}-identities-changelog"
+    findings_topic = env["ACCESSDRIFT_TOPIC_FINDINGS"]
+    partition_of = Partitioner(int(env["ACCESSDRIFT_PARTITIONS"]))
+    first = WorkerProcess(env, tmp_path, "first")
+    try:
+        first.wait_ready()
+        lines, expected = _story(run, datetime.now(UTC) + timedelta(seconds=1))
+        _produce(env, tmp_path / "story.jsonl", lines)
+        # The privileged findings (due in seconds) are enough to leave records waiting.
+        _findings(broker, env, sum(n for (_, s, _), n in expected.items() if s == "github"), 40)
+    finally:
+        first.stop()
+
+    # What a crash right after each finding's outbox write would have left: the finding still
+    # in the outbox of the latest state.
+    published = read_topic(broker.bootstrap, findings_topic, 10_000, timeout_s=3)
+    latest = _latest_states(broker.bootstrap, changelog)
+    waiting: dict[bytes, Stored] = {}
+    for _, key, value, _ in published:
+        assert key is not None
+        stored = waiting.setdefault(key, latest[key][1])
+        stored.outbox.append(Outgoing(FINDING, key, value))
+    assert len({partition_of(key) for key in waiting}) > 1, "outboxes wait in several partitions"
+    for key, stored in waiting.items():
+        value = msgspec.msgpack.encode(stored)
+        send_raw(broker.bootstrap, changelog, key, value, partition_of(key))
+
+    second = WorkerProcess(env, tmp_path, "second")
+    try:
+        second.wait_ready()
+        deadline = time.monotonic() + 60
+        again: list[bytes] = []
+        while time.monotonic() < deadline and len(again) < 2 * len(published):
+            again = [v for _, _, v, _ in read_topic(broker.bootstrap, findings_topic, 10_000, 1.5)]
+        time.sleep(2)  # until every clearing write is in the changelog
+    finally:
+        second.stop()
+
+    assert Counter(again) == Counter({value: 2 for _, _, value, _ in published})
+    misplaced = [
+        (partition, key)
+        for partition, key, _, _ in read_topic(broker.bootstrap, changelog, 10**9, 5)
+        if key is not None and partition != partition_of(key)
+    ]
+    assert misplaced == []
+    cleared = _latest_states(broker.bootstrap, changelog)
+    assert [key for key in waiting if cleared[key][1].outbox] == []
