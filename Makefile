@@ -53,7 +53,7 @@ system:
 	fi
 
 test: system lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 # The fault tests at full length (minutes of kill -9 loops, 30 s broker loss, larger
 # organisations, the disk filling up) and the engine's model at 10,000 examples.

@@ -10,9 +10,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from accessdrift.streams.broker import EmbeddedBroker, free_port
 
 ACCESSDRIFT = str(Path(sys.executable).with_name("accessdrift"))
+#: The mark of a module whose tests drive several worker processes and a broker: `make test`
+#: runs two xdist workers, and one group's tests run one after another on one of them, so these
+#: never starve each other (`pytestmark = HEAVY`).
+HEAVY = pytest.mark.xdist_group("processes")
 STREAM_TOPICS = ("identity_status", "device_posture", "entitlement_change", "access_exception")
 
 

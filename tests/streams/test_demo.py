@@ -3,11 +3,13 @@ page the PagerDuty stand-in, time-to-revoke is shown, and Ctrl-C leaves nothing 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from accessdrift.streams.broker import wait_for_port
@@ -15,22 +17,31 @@ from accessdrift.streams.broker import wait_for_port
 ACCESSDRIFT = str(Path(sys.executable).with_name("accessdrift"))
 
 
-def _workers() -> set[str]:
-    found = subprocess.run(
-        ["pgrep", "-f", "accessdrift.streams.cli (worker|notify)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return set(found.stdout.split())
+def _marked(mark: str) -> list[int]:
+    """Processes whose environment holds `mark`: the demo and everything it started (its
+    worker, delivery service and broker run in sessions of their own, and the other tests of
+    the run start processes of their own, so neither a session nor a name tells them apart)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
 
 
 def test_the_demo_shows_a_live_finding_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    before = _workers()
+    mark = f"ACCESSDRIFT_TEST_RUN={uuid.uuid4().hex}"
+    name, value = mark.split("=")
     err_path = tmp_path / "demo.err"
     with err_path.open("w") as err:
         demo = subprocess.Popen(
-            [ACCESSDRIFT, "demo"], stdout=subprocess.PIPE, stderr=err, text=True
+            [ACCESSDRIFT, "demo"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, name: value},
         )
     lines: list[str] = []
     try:
@@ -43,6 +54,7 @@ def test_the_demo_shows_a_live_finding_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
             lines.append(line)
             if "  PAGE  " in line:
                 break
+        started = _marked(mark)
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=60) == 0
         lines.extend(demo.stdout.readlines())
@@ -71,4 +83,5 @@ def test_the_demo_shows_a_live_finding_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
     port = re.search(r"broker up at 127\.0\.0\.1:(\d+)", err_path.read_text())
     assert port is not None
     assert not wait_for_port("127.0.0.1", int(port[1]), 0.3)
-    assert _workers() <= before
+    assert len(started) >= 4, "the demo, its worker, its delivery service and its broker"
+    assert _marked(mark) == [], "Ctrl-C leaves no process behind"

@@ -22,7 +22,9 @@ from accessdrift.streams.broker import EmbeddedBroker, free_port
 from tests.alerts.standins import Answer, StandIn
 from tests.faults import Organisation, Rig, Verdict, every, organisation, soak
 from tests.kafka import wait_consumed
-from tests.workers import ACCESSDRIFT
+from tests.workers import ACCESSDRIFT, HEAVY
+
+pytestmark = HEAVY
 
 
 def _pages(rig: Rig, home: Path) -> Counter[str]:

@@ -11,6 +11,9 @@ from accessdrift.streams.broker import EmbeddedBroker, free_port
 from tests.faults import Rig, organisation, soak
 from tests.proxy import CuttableProxy
 from tests.streams.test_faults import _judge
+from tests.workers import HEAVY
+
+pytestmark = HEAVY
 
 
 def test_a_broker_unreachable_for_a_while_loses_nothing(tmp_path: Path) -> None:

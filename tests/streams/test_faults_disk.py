@@ -18,6 +18,9 @@ import pytest
 from accessdrift.streams.broker import EmbeddedBroker
 from accessdrift.streams.durable import EXIT_STORE_FAILED
 from tests.faults import Rig, organisation, soak
+from tests.workers import HEAVY
+
+pytestmark = HEAVY
 
 
 @pytest.fixture

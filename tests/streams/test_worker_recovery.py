@@ -22,7 +22,9 @@ from accessdrift.streams.broker import EmbeddedBroker
 from accessdrift.streams.inbox import Partitioner
 from accessdrift.streams.store import FINDING, Outgoing, Stored
 from tests.kafka import read_topic, send_raw
-from tests.workers import ACCESSDRIFT, WorkerProcess, worker_env
+from tests.workers import ACCESSDRIFT, HEAVY, WorkerProcess, worker_env
+
+pytestmark = HEAVY
 
 POLICY = """
 [leaver]
