@@ -285,7 +285,7 @@ class Ingest(Service):
     async def _send_marks(self, consumer: AIOKafkaConsumer) -> None:
         """Send every inbox partition what this worker knows of the channels it owns."""
         settings, inputs = self.settings, self.progress.inputs
-        wall_us = time.time_ns() // 1000
+        wall_us, now_s = time.time_ns() // 1000, time.monotonic()
         reports: list[Report] = []
         for tp in consumer.assignment():
             end_offset = consumer.highwater(tp)
@@ -296,7 +296,7 @@ class Ingest(Service):
             except (IllegalStateError, KafkaError):
                 continue  # revoked meanwhile
             report = inputs.report(
-                tp.topic, tp.partition, end_offset, position, settings.clock, wall_us
+                tp.topic, tp.partition, end_offset, position, settings.clock, wall_us, now_s
             )
             if report is not None:
                 reports.append(report)

@@ -6,7 +6,7 @@ an inbox partition is the minimum over every *channel* that can still bring it s
 
 * each partition of each input topic (the event time of the latest record read from it; a
   partition read up to its end offset is idle: in wall-clock mode it counts as being at wall time,
-  in event-clock mode it holds nothing back);
+  in event-clock mode it holds nothing back once it has stayed at its end for a moment);
 * each partition of the device inbox (device events reach identities one hop later) and each
   partition of the identity inbox (owners and their non-human identities message each other):
   each reports how far everything before it has been processed.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -199,12 +199,22 @@ class Watermarks:
         self.clock_us = max(self.clock_us, clock_us)
 
 
+#: Event clock: how long a partition must stay read to its end before it counts as idle (holds
+#: nothing back). A producer writes one partition's records a little after another's (its batches
+#: leave per partition), so a partition at its end for a moment may have records on the way that
+#: are older than what the others already delivered; passing them would fire deadlines early.
+#: Kafka Streams waits the same way (`max.task.idle.ms`), Flink has `withIdleness`.
+EVENT_IDLE_AFTER_S: Final = 2.0
+
+
 @dataclass
 class InputProgress:
     """How far one worker has read each input partition it owns: the event time of the latest
     record. Ingest keeps it as it forwards records (`streams/ingest.py`)."""
 
     latest_us: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: Since when (monotonic seconds) each partition has been read to its end.
+    at_end_since_s: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def read(self, topic: str, partition: int, latest_us: int) -> None:
         """Records up to `latest_us` were read from the partition and forwarded."""
@@ -215,6 +225,7 @@ class InputProgress:
     def forget(self, topic: str, partition: int) -> None:
         """The partition is no longer this worker's to report."""
         self.latest_us.pop((topic, partition), None)
+        self.at_end_since_s.pop((topic, partition), None)
 
     def report(
         self,
@@ -224,16 +235,23 @@ class InputProgress:
         position: int,
         mode: ClockMode,
         wall_us: int,
+        now_s: float,
     ) -> Report | None:
-        """What to report of one owned input partition, given its end offset and the offset of
-        the next record to read. None when nothing can be said yet (nothing read, records
-        waiting): the channel then holds the clock back, which is safe."""
-        latest_us = self.latest_us.get((topic, partition))
+        """What to report of one owned input partition, given its end offset, the offset of
+        the next record to read and the monotonic time `now_s`. None when nothing can be said
+        yet (nothing read, records waiting or maybe on the way): the channel then holds the
+        clock back, which is safe."""
+        key = (topic, partition)
+        latest_us = self.latest_us.get(key)
         if position >= end_offset:
             if mode == "wall":
                 return Report("input", topic, partition, wall_us, True)
-            seen_us = NEVER_US if latest_us is None else latest_us
-            return Report("input", topic, partition, seen_us, True)
+            since_s = self.at_end_since_s.setdefault(key, now_s)
+            if now_s - since_s >= EVENT_IDLE_AFTER_S:
+                seen_us = NEVER_US if latest_us is None else latest_us
+                return Report("input", topic, partition, seen_us, True)
+        else:
+            self.at_end_since_s.pop(key, None)
         if latest_us is None:
             return None
         return Report("input", topic, partition, latest_us, False)

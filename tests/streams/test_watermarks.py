@@ -7,7 +7,14 @@ import pytest
 
 from accessdrift.models.state import NEVER_US
 from accessdrift.streams.ingest import plausibility_error
-from accessdrift.streams.watermarks import InputProgress, Mark, Report, Watermarks, combine
+from accessdrift.streams.watermarks import (
+    EVENT_IDLE_AFTER_S,
+    InputProgress,
+    Mark,
+    Report,
+    Watermarks,
+    combine,
+)
 from accessdrift.streams.worker import WorkerSettings
 
 S = 1_000_000
@@ -116,26 +123,51 @@ def test_in_wall_time_a_stale_idle_report_holds_the_clock_at_its_own_time() -> N
 
 def test_a_partition_read_to_its_end_is_idle() -> None:
     progress = InputProgress()
-    empty = progress.report("hr", 0, end_offset=0, position=0, mode="wall", wall_us=WALL)
+    empty = progress.report("hr", 0, end_offset=0, position=0, mode="wall", wall_us=WALL, now_s=0)
     assert empty == Report("input", "hr", 0, WALL, True)
-    behind = progress.report("hr", 0, end_offset=5, position=0, mode="wall", wall_us=WALL)
+    behind = progress.report("hr", 0, end_offset=5, position=0, mode="wall", wall_us=WALL, now_s=0)
     assert behind is None, "records to read, none read yet: nothing can be said"
 
     progress.read("hr", 0, WALL - 60 * S)
-    assert progress.report("hr", 0, 5, 4, "wall", WALL) == Report(
+    assert progress.report("hr", 0, 5, 4, "wall", WALL, 0) == Report(
         "input", "hr", 0, WALL - 60 * S, False
     )
     progress.read("hr", 0, WALL - 90 * S)
-    assert progress.report("hr", 0, 5, 5, "event", WALL) == Report(
-        "input", "hr", 0, WALL - 60 * S, True
+    assert progress.report("hr", 0, 6, 5, "event", WALL, 0) == Report(
+        "input", "hr", 0, WALL - 60 * S, False
     ), "an older event does not move the watermark back"
 
     progress.forget("hr", 0)
-    assert progress.report("hr", 0, 6, 5, "wall", WALL) is None, "forgotten: nothing to say"
+    assert progress.report("hr", 0, 6, 5, "wall", WALL, 0) is None, "forgotten: nothing to say"
+
+
+def test_in_event_time_a_partition_is_idle_only_once_it_stays_at_its_end() -> None:
+    """A producer's records reach one partition a little after another's: a partition at its end
+    for a moment is busy at what it has read, so the clock cannot pass records on the way."""
+    progress = InputProgress()
+    progress.read("hr", 0, WALL - 60 * S)
+    busy = Report("input", "hr", 0, WALL - 60 * S, False)
+    assert progress.report("hr", 0, 5, 5, "event", WALL, now_s=10.0) == busy
+    assert progress.report("hr", 0, 5, 5, "event", WALL, 10.0 + EVENT_IDLE_AFTER_S / 2) == busy
+    idle_at_s = 10.0 + EVENT_IDLE_AFTER_S
+    idle = Report("input", "hr", 0, WALL - 60 * S, True)
+    assert progress.report("hr", 0, 5, 5, "event", WALL, idle_at_s) == idle
+
+    # New records: busy again, and the wait starts over once they are read.
+    assert progress.report("hr", 0, 8, 5, "event", WALL, idle_at_s + 1) == busy
+    progress.read("hr", 0, WALL - 30 * S)
+    assert progress.report("hr", 0, 8, 8, "event", WALL, idle_at_s + 2) == Report(
+        "input", "hr", 0, WALL - 30 * S, False
+    )
+    assert progress.report("hr", 0, 8, 8, "event", WALL, idle_at_s + 2 + EVENT_IDLE_AFTER_S) == (
+        Report("input", "hr", 0, WALL - 30 * S, True)
+    )
 
 
 def test_a_partition_committed_to_its_end_is_idle_after_a_restart() -> None:
-    assert InputProgress().report("hr", 0, 7, 7, "event", WALL) == Report(
+    progress = InputProgress()
+    assert progress.report("hr", 0, 7, 7, "event", WALL, 0.0) is None, "nothing read: wait"
+    assert progress.report("hr", 0, 7, 7, "event", WALL, EVENT_IDLE_AFTER_S) == Report(
         "input", "hr", 0, NEVER_US, True
     )
 
