@@ -67,8 +67,9 @@ demo: relink
 demo-replay: relink
 	$(BIN)/accessdrift replay --format text --evidence - --until 2026-03-11T00:00:00Z deploy/demo/events.jsonl
 
-# The six benchmarks of issue 8 (each checks its findings against the truth and writes JSON to
-# bench/out/), the flat-cost profile, then all the ratios side by side.
+# The six benchmarks of issue 8 and the poison benchmark of issue 9 (each checks its findings
+# against the truth and writes JSON to bench/out/), the flat-cost profile, then all the ratios
+# side by side.
 bench: relink
 	mkdir -p bench/out
 	$(BIN)/python bench/replay_bench.py --json bench/out/replay.json >/dev/null
@@ -76,6 +77,7 @@ bench: relink
 	$(BIN)/python bench/latency_bench.py --json bench/out/latency.json >/dev/null
 	$(BIN)/python bench/memory_bench.py --json bench/out/memory.json >/dev/null
 	$(BIN)/python bench/recovery_bench.py --json bench/out/recovery.json >/dev/null
+	$(BIN)/python bench/poison_bench.py --json bench/out/poison.json >/dev/null
 	$(BIN)/python bench/flat_cost_bench.py >/dev/null
 	$(BIN)/python bench/summary.py >bench/out/summary.json
 

@@ -1,4 +1,4 @@
-"""The six benchmarks of `make bench` side by side: each measured figure, its target or anchor,
+"""The benchmarks of `make bench` side by side: each measured figure, its target or anchor,
 and the ratio, from the JSON the benchmarks wrote to `bench/out/` in this run."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _met(met: bool) -> str:
 def rows() -> list[Row]:
     """(benchmark, measured, target or anchor, ratio, verdict)."""
     replay, live, latency = _load("replay"), _load("live"), _load("latency")
-    memory, recovery = _load("memory"), _load("recovery")
+    memory, recovery, poison = _load("memory"), _load("recovery"), _load("poison")
     end_to_end = replay["end_to_end"]
     found: list[Row] = [
         (
@@ -85,6 +85,15 @@ def rows() -> list[Row]:
             f"one worker ({live['worker']:,.0f})",
             f"{live['two_workers_vs_one']:.2f}x",
             "agrees" if live["two_workers_agree_with_truth"] else "DISAGREES with the truth",
+        )
+    )
+    found.append(
+        (
+            f"7 poison at {poison['share']:.0%}, {poison['poison']:,} records",
+            f"{poison['poisoned']:,.0f} rec/s",
+            f"90% of clean ({poison['clean']:,.0f})",
+            f"{poison['poisoned_vs_clean']:.2f}x",
+            _met(poison["met"]),
         )
     )
     return found

@@ -19,6 +19,7 @@ import jiter
 import msgspec
 
 from accessdrift.models.clock import timestamp_us
+from accessdrift.models.errors import ContractError
 from accessdrift.models.events import (
     ACCESS_EXCEPTION,
     DEVICE_POSTURE,
@@ -203,9 +204,11 @@ def decode_message_line(line: str | bytes) -> tuple[str, InputMessage]:
     return parsed.topic, message
 
 
-def decode_message(stream: str, payload: str | bytes) -> InputMessage:
+def decode_message(stream: str, payload: str | bytes | None) -> InputMessage:
     """One record's value read from `stream` as an engine message; raises ContractError as
-    `decode_event` does."""
+    `decode_event` does (and for a record without a value: a tombstone is not an event)."""
+    if payload is None:
+        raise ContractError("", "the record has no value (a tombstone); events are never deleted")
     data = _unbom(payload)
     try:
         if stream not in _VALUE:

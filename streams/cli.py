@@ -32,6 +32,7 @@ from accessdrift.models.policy import Policy, load_policy
 from accessdrift.models.text import echo, parse_switch, printable
 from accessdrift.streams.broker import LOOPBACK, EmbeddedBroker
 from accessdrift.streams.demo import run_demo
+from accessdrift.streams.durable import EXIT_STORE_FAILED, data_dir_problem
 from accessdrift.streams.engine import Engine
 from accessdrift.streams.produce import produce
 from accessdrift.streams.replay import (
@@ -501,6 +502,10 @@ def _worker(args: argparse.Namespace) -> int:
     except (ValueError, ValidationError) as error:
         print(f"accessdrift: invalid worker setting: {error}", file=sys.stderr)
         return EXIT_USAGE
+    problem = data_dir_problem(settings.data_dir)
+    if problem is not None:
+        print(f"accessdrift: {problem}", file=sys.stderr)
+        return EXIT_STORE_FAILED
     run_worker(settings, policy)
     return EXIT_OK
 

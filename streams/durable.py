@@ -71,6 +71,24 @@ EXIT_STEP_FAILED: Final = 70
 _LAST_FLUSH_S: Final = 10.0
 
 
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why the worker could not keep its tables under `data_dir` (created if missing), or None:
+    checked before the worker starts, so that a read-only or missing disk is a clear error and a
+    clean stop, not a failure deep in faust's table recovery."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".accessdrift-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return (
+            f"the data directory {printable(str(data_dir))} cannot be written "
+            f"({printable(error.strerror or type(error).__name__)}): make it writable by this "
+            "user, or choose another with --data-dir (ACCESSDRIFT_DATA_DIR)"
+        )
+    return None
+
+
 def store_failure(error: BaseException) -> bool:
     """Whether `error` is the table store failing to write: the disk full, the data directory
     read-only or gone (rocksdict raises a plain Exception whose text starts "IO error")."""

@@ -35,13 +35,21 @@ ChannelKind = Literal["input", "device", "identity"]
 
 class Report(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """What a worker knows of one channel: how far it has been read (or processed), and whether it
-    is idle (read to its end)."""
+    is idle (read to its end). An input partition's report also says what the idleness rests on:
+    the partition's end offset and the reader's position when it reported (-1 for inboxes)."""
 
     kind: ChannelKind
     topic: str
     partition: int
     watermark_us: int
     idle: bool
+    end_offset: int = -1
+    position: int = -1
+
+    @property
+    def seen(self) -> tuple[int, int]:
+        """How much of the partition the report knows of: reports are ordered by it."""
+        return (self.end_offset, self.position)
 
 
 class Mark(msgspec.Struct, frozen=True, tag=True, gc=False):
@@ -95,22 +103,41 @@ class Watermarks:
     identity_channels: int
     partitions_of: dict[str, int] = field(default_factory=dict)
     channels: dict[tuple[ChannelKind, str, int], tuple[int, bool]] = field(default_factory=dict)
+    #: What the report an input channel's idleness follows knew of the partition (`Report.seen`).
+    seen: dict[tuple[ChannelKind, str, int], tuple[int, int]] = field(default_factory=dict)
     clock_us: int = NEVER_US
 
     def update(self, mark: Mark) -> None:
         """Take in a report: watermarks only move forward. Idleness is the word of the report
-        furthest along: one behind what is known (sent before it, or by a worker that owned the
-        channel before a rebalance, read after the new owner's) may say busy, never idle."""
+        that knows most: for an input partition, the one that saw the furthest end offset, then
+        the furthest position (reports of two owners, before and after a rebalance, arrive in
+        any order; a new owner that finds the partition at its end is idle even though it read
+        nothing, and so knows no event time). For an inbox, a report behind what is known (sent
+        before it, or by a worker that owned the channel before a rebalance) may say busy,
+        never idle."""
         for topic, count in mark.topics.items():
             if count > self.partitions_of.get(topic, 0):
                 self.partitions_of[topic] = count
         for report in mark.reports:
             key = (report.kind, report.topic, report.partition)
             known = self.channels.get(key)
-            if known is None or report.watermark_us >= known[0]:
+            if known is None:
                 self.channels[key] = (report.watermark_us, report.idle)
+                self.seen[key] = report.seen
+                continue
+            watermark_us = max(known[0], report.watermark_us)
+            if report.kind == "input":
+                known_seen = self.seen.get(key, (-1, -1))
+                if report.seen > known_seen:
+                    idle = report.idle
+                    self.seen[key] = report.seen
+                else:
+                    idle = known[1] or (report.seen == known_seen and report.idle)
+            elif report.watermark_us >= known[0]:
+                idle = report.idle
             else:
-                self.channels[key] = (known[0], known[1] and report.idle)
+                idle = known[1] and report.idle
+            self.channels[key] = (watermark_us, idle)
 
     def set_own(self, partition: int, value: tuple[int, bool]) -> None:
         """This partition's own progress, as a channel of itself."""
@@ -245,13 +272,13 @@ class InputProgress:
         latest_us = self.latest_us.get(key)
         if position >= end_offset:
             if mode == "wall":
-                return Report("input", topic, partition, wall_us, True)
+                return Report("input", topic, partition, wall_us, True, end_offset, position)
             since_s = self.at_end_since_s.setdefault(key, now_s)
             if now_s - since_s >= EVENT_IDLE_AFTER_S:
                 seen_us = NEVER_US if latest_us is None else latest_us
-                return Report("input", topic, partition, seen_us, True)
+                return Report("input", topic, partition, seen_us, True, end_offset, position)
         else:
             self.at_end_since_s.pop(key, None)
         if latest_us is None:
             return None
-        return Report("input", topic, partition, latest_us, False)
+        return Report("input", topic, partition, latest_us, False, end_offset, position)

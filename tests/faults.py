@@ -26,6 +26,7 @@ from accessdrift.models.clock import format_us
 from accessdrift.models.findings import Record, decode_record, record_key
 from accessdrift.streams.inbox import Partitioner
 from accessdrift.streams.ingest import ingest_group
+from accessdrift.streams.poison import RawRecord
 from accessdrift.streams.simulate import (
     Agreement,
     SimulationSettings,
@@ -35,7 +36,7 @@ from accessdrift.streams.simulate import (
     write_simulation,
 )
 from accessdrift.streams.store import Stored
-from tests.kafka import create_topics, produce_events, read_topic, wait_consumed
+from tests.kafka import create_topics, produce_events, produce_raw, read_topic, wait_consumed
 from tests.workers import STREAM_TOPICS, WorkerProcess, worker_env
 
 SOAK = os.environ.get("ACCESSDRIFT_SOAK") == "1"
@@ -144,15 +145,25 @@ class Rig:
     def produce(self, events: list[dict[str, Any]]) -> None:
         produce_events(self.bootstrap, self.topics, events)
 
-    def feed(self, events: list[dict[str, Any]], duration_s: float) -> threading.Thread:
-        """Produce `events` in order, spread over about `duration_s`, in the background."""
+    def produce_raw(self, records: list[RawRecord]) -> None:
+        produce_raw(self.bootstrap, self.topics, records)
+
+    def feed(
+        self, events: list[dict[str, Any]] | list[RawRecord], duration_s: float
+    ) -> threading.Thread:
+        """Produce `events` (replay format, or records as given) in order, spread over about
+        `duration_s`, in the background."""
         chunks = max(1, int(duration_s * 2))
         size = -(-len(events) // chunks)
 
         def go() -> None:
             for start in range(0, len(events), size):
                 began = time.monotonic()
-                self.produce(events[start : start + size])
+                chunk = events[start : start + size]
+                if chunk and isinstance(chunk[0], RawRecord):
+                    self.produce_raw([r for r in chunk if isinstance(r, RawRecord)])
+                else:
+                    self.produce([e for e in chunk if isinstance(e, dict)])
                 time.sleep(max(0.0, 0.5 - (time.monotonic() - began)))
 
         thread = threading.Thread(target=go, daemon=True)

@@ -10,6 +10,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from accessdrift.streams.poison import RawRecord
+
 
 async def _read(
     bootstrap: str, topic: str, expected: int, timeout_s: float, options: dict[str, Any]
@@ -139,6 +141,24 @@ async def _produce_events(
             await future
     finally:
         await producer.stop()
+
+
+async def _produce_raw(bootstrap: str, topics: dict[str, str], records: list[RawRecord]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        pending = [await producer.send(topics[r.stream], r.value, key=r.key) for r in records]
+        await producer.flush()
+        for future in pending:
+            await future
+    finally:
+        await producer.stop()
+
+
+def produce_raw(bootstrap: str, topics: dict[str, str], records: list[RawRecord]) -> None:
+    """Publish records exactly as given (poison among them) to their streams' topics, in order,
+    all acknowledged."""
+    asyncio.run(_produce_raw(bootstrap, topics, records))
 
 
 def produce_events(bootstrap: str, topics: dict[str, str], events: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ import io
 import json
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -146,3 +147,10 @@ def test_a_simulated_history_decodes_to_the_same_messages_both_ways() -> None:
     assert len(lines_) > 3000
     for line in lines_:
         assert _outcome(decode_message_line, line) == _contract_line(line)
+
+
+def test_a_record_without_a_value_is_a_contract_error() -> None:
+    """A tombstone on an input topic (a compaction-minded producer) is dead-lettered, never a
+    crash of ingest."""
+    with pytest.raises(ContractError, match="no value"):
+        decode_message("identity.status", None)

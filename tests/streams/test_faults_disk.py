@@ -23,13 +23,11 @@ from tests.workers import HEAVY
 pytestmark = HEAVY
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs at tmp_path/data, unmounted afterwards."""
-    data = tmp_path / "data"
+def _tmpfs(data: Path, options: str) -> Iterator[Path]:
+    """A tmpfs at `data` mounted with `options`, unmounted afterwards."""
     data.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(data)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(data)],
         check=False,
         capture_output=True,
     )
@@ -39,6 +37,35 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield data
     finally:
         subprocess.run(["umount", "--lazy", str(data)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs at tmp_path/data."""
+    yield from _tmpfs(tmp_path / "data", "size=3m")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    """A read-only tmpfs at tmp_path/data (root writes through file permissions, not this)."""
+    yield from _tmpfs(tmp_path / "data", "ro,size=1m")
+
+
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_a_read_only_data_directory_stops_the_worker_at_start_with_a_clear_error(
+    broker: EmbeddedBroker, tmp_path: Path, read_only_disk: Path, store: str
+) -> None:
+    rig = Rig(broker, tmp_path, extra_env={"ACCESSDRIFT_STORE": store})
+    try:
+        worker = rig.start(wait=False)
+        assert worker.process.wait(60) == EXIT_STORE_FAILED
+        log = worker.log.read_text(errors="replace")
+        assert f"the data directory {read_only_disk} cannot be written" in log
+        assert "Read-only file system" in log
+        assert "--data-dir (ACCESSDRIFT_DATA_DIR)" in log
+        assert "Traceback" not in log
+    finally:
+        rig.stop_all()
 
 
 def test_a_full_disk_stops_the_worker_with_a_clear_error_and_loses_nothing(

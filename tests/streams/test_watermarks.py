@@ -54,7 +54,6 @@ def test_the_clock_never_goes_back_and_a_restored_clock_is_its_floor() -> None:
     marks.restore(500)
     assert marks.advance(WALL) == 500, "known from the table before any report"
     marks.update(_mark(Report("input", "hr", 0, 300, False), Report("input", "hr", 1, 900, False)))
-    assert marks.advance(WALL) == 500
     marks.update(_mark(Report("input", "hr", 0, 200, False)))
     assert marks.channels[("input", "hr", 0)] == (300, False), "watermarks only move forward"
     marks.update(_mark(Report("input", "hr", 0, 1000, True)))
@@ -124,17 +123,17 @@ def test_in_wall_time_a_stale_idle_report_holds_the_clock_at_its_own_time() -> N
 def test_a_partition_read_to_its_end_is_idle() -> None:
     progress = InputProgress()
     empty = progress.report("hr", 0, end_offset=0, position=0, mode="wall", wall_us=WALL, now_s=0)
-    assert empty == Report("input", "hr", 0, WALL, True)
+    assert empty == Report("input", "hr", 0, WALL, True, 0, 0)
     behind = progress.report("hr", 0, end_offset=5, position=0, mode="wall", wall_us=WALL, now_s=0)
     assert behind is None, "records to read, none read yet: nothing can be said"
 
     progress.read("hr", 0, WALL - 60 * S)
     assert progress.report("hr", 0, 5, 4, "wall", WALL, 0) == Report(
-        "input", "hr", 0, WALL - 60 * S, False
+        "input", "hr", 0, WALL - 60 * S, False, 5, 4
     )
     progress.read("hr", 0, WALL - 90 * S)
     assert progress.report("hr", 0, 6, 5, "event", WALL, 0) == Report(
-        "input", "hr", 0, WALL - 60 * S, False
+        "input", "hr", 0, WALL - 60 * S, False, 6, 5
     ), "an older event does not move the watermark back"
 
     progress.forget("hr", 0)
@@ -146,21 +145,23 @@ def test_in_event_time_a_partition_is_idle_only_once_it_stays_at_its_end() -> No
     for a moment is busy at what it has read, so the clock cannot pass records on the way."""
     progress = InputProgress()
     progress.read("hr", 0, WALL - 60 * S)
-    busy = Report("input", "hr", 0, WALL - 60 * S, False)
+    busy = Report("input", "hr", 0, WALL - 60 * S, False, 5, 5)
     assert progress.report("hr", 0, 5, 5, "event", WALL, now_s=10.0) == busy
     assert progress.report("hr", 0, 5, 5, "event", WALL, 10.0 + EVENT_IDLE_AFTER_S / 2) == busy
     idle_at_s = 10.0 + EVENT_IDLE_AFTER_S
-    idle = Report("input", "hr", 0, WALL - 60 * S, True)
+    idle = Report("input", "hr", 0, WALL - 60 * S, True, 5, 5)
     assert progress.report("hr", 0, 5, 5, "event", WALL, idle_at_s) == idle
 
     # New records: busy again, and the wait starts over once they are read.
-    assert progress.report("hr", 0, 8, 5, "event", WALL, idle_at_s + 1) == busy
+    assert progress.report("hr", 0, 8, 5, "event", WALL, idle_at_s + 1) == Report(
+        "input", "hr", 0, WALL - 60 * S, False, 8, 5
+    )
     progress.read("hr", 0, WALL - 30 * S)
     assert progress.report("hr", 0, 8, 8, "event", WALL, idle_at_s + 2) == Report(
-        "input", "hr", 0, WALL - 30 * S, False
+        "input", "hr", 0, WALL - 30 * S, False, 8, 8
     )
     assert progress.report("hr", 0, 8, 8, "event", WALL, idle_at_s + 2 + EVENT_IDLE_AFTER_S) == (
-        Report("input", "hr", 0, WALL - 30 * S, True)
+        Report("input", "hr", 0, WALL - 30 * S, True, 8, 8)
     )
 
 
@@ -168,7 +169,7 @@ def test_a_partition_committed_to_its_end_is_idle_after_a_restart() -> None:
     progress = InputProgress()
     assert progress.report("hr", 0, 7, 7, "event", WALL, 0.0) is None, "nothing read: wait"
     assert progress.report("hr", 0, 7, 7, "event", WALL, EVENT_IDLE_AFTER_S) == Report(
-        "input", "hr", 0, NEVER_US, True
+        "input", "hr", 0, NEVER_US, True, 7, 7
     )
 
 
@@ -222,12 +223,39 @@ def test_an_inbox_report_never_moves_the_event_clock_past_the_inputs_this_partit
     assert marks.advance(WALL) == 100
 
 
-def test_a_report_behind_what_is_known_can_say_busy_but_never_idle() -> None:
+def test_an_input_partition_is_idle_on_the_word_of_the_report_that_saw_most_of_it() -> None:
     marks = Watermarks("event", ("hr",), (), device_channels=0, identity_channels=0)
-    marks.update(_mark(Report("input", "hr", 0, 500, False)))
-    marks.update(_mark(Report("input", "hr", 0, 300, True)))
-    assert marks.channels[("input", "hr", 0)] == (500, False), "an old idle report is stale"
-    marks.update(_mark(Report("input", "hr", 0, 500, True)))
+    channel = ("input", "hr", 0)
+    marks.update(_mark(Report("input", "hr", 0, 500, False, 9, 5)))
+    marks.update(_mark(Report("input", "hr", 0, 300, True, 5, 5)))
+    assert marks.channels[channel] == (500, False), "an idle report that saw less is stale"
+    marks.update(_mark(Report("input", "hr", 0, 500, True, 9, 9)))
+    assert marks.channels[channel] == (500, True)
+    marks.update(_mark(Report("input", "hr", 0, 400, False, 12, 3)))
+    assert marks.channels[channel] == (500, False), "written to since: busy, held back"
+    marks.update(_mark(Report("input", "hr", 0, 450, False, 9, 7)))
+    assert marks.channels[channel] == (500, False), "a report that saw less changes nothing"
+
+
+def test_a_new_owner_that_finds_the_partition_at_its_end_is_idle_though_it_read_nothing() -> None:
+    """The owner that read the last record was stopped while it waited to call the partition
+    idle; the new owner starts at the committed end, reads nothing, so knows no event time.
+    Were its word not taken, the partition would hold the event clock for good."""
+    marks = Watermarks("event", ("hr",), (), device_channels=0, identity_channels=0)
+    marks.update(_mark(Report("input", "hr", 0, 500, False, 1, 1)))
+    marks.update(_mark(Report("input", "hr", 0, NEVER_US, True, 1, 1)))
     assert marks.channels[("input", "hr", 0)] == (500, True)
-    marks.update(_mark(Report("input", "hr", 0, 400, False)))
-    assert marks.channels[("input", "hr", 0)] == (500, False), "busy again: held back"
+    marks.update(_mark(Report("input", "hr", 0, 500, False, 1, 1)))
+    assert marks.channels[("input", "hr", 0)] == (500, True), "the old owner's late word too"
+
+
+def test_an_inbox_report_behind_what_is_known_can_say_busy_but_never_idle() -> None:
+    marks = Watermarks("event", ("hr",), (), device_channels=1, identity_channels=0)
+    channel = ("device", "", 0)
+    marks.update(_mark(Report("device", "", 0, 500, False)))
+    marks.update(_mark(Report("device", "", 0, 300, True)))
+    assert marks.channels[channel] == (500, False), "an old idle report is stale"
+    marks.update(_mark(Report("device", "", 0, 500, True)))
+    assert marks.channels[channel] == (500, True)
+    marks.update(_mark(Report("device", "", 0, 400, False)))
+    assert marks.channels[channel] == (500, False), "busy again: held back"
