@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from common import PARTITIONS, create_topics, emit, metrics_text, start_worker, 
 from accessdrift.models.clock import format_us
 from accessdrift.models.findings import decode_record
 from accessdrift.streams.broker import EmbeddedBroker, free_port, stop_process_group
+from accessdrift.streams.poison import RawRecord, record_of
 from accessdrift.streams.simulate import SimulationSettings, compare, read_truth, write_simulation
 
 STREAMS = ("identity.status", "device.posture", "entitlement.change", "access.exception")
@@ -41,18 +43,46 @@ TARGET_EVENTS_PER_S = 20_000
 TARGET_VS_FAUST = 3.0
 
 
-async def _load(bootstrap: str, topics: dict[str, str], lines: list[dict[str, Any]]) -> None:
+async def _load(bootstrap: str, topics: dict[str, str], records: list[RawRecord]) -> None:
     await create_topics(bootstrap, list(topics.values()))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
     await producer.start()
     try:
-        for line in lines:
-            value = line["value"]
-            key = value["device_id"] if line["topic"] == "device.posture" else value["identity_id"]
-            await producer.send(topics[line["topic"]], msgspec.json.encode(value), key=key.encode())
+        for record in records:
+            await producer.send(topics[record.stream], record.value, key=record.key)
         await producer.flush()
     finally:
         await producer.stop()
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The simulated organisation a benchmark loads: its events, truth, and a last event dated
+    past every deadline (moves the event clock there)."""
+
+    settings: SimulationSettings
+    count: int
+    obligations: int
+    lines: list[dict[str, Any]]
+    truth_text: str
+    clock: dict[str, Any]
+
+
+def backlog(doc: str) -> tuple[argparse.Namespace, Backlog]:
+    """The command line shared by the throughput benchmarks, and the backlog it asks for."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--identities", type=int, default=2500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    settings = SimulationSettings(identities=args.identities, seed=args.seed)
+    events, truth_text = io.StringIO(), io.StringIO()
+    count, obligations = write_simulation(settings, events, truth_text)
+    lines = [json.loads(line) for line in events.getvalue().splitlines()]
+    clock = {"topic": "device.posture", "value": {
+        "event_id": "clock", "occurred_at": format_us(settings.until_us + GRACE_S * 10**6),
+        "device_id": "clock", "posture": "enrolled", "identity_ids": ["clock"]}}  # fmt: skip
+    return args, Backlog(settings, count, obligations, lines, truth_text.getvalue(), clock)
 
 
 async def _bare_aiokafka(bootstrap: str, topics: list[str], expected: int) -> float:
@@ -161,18 +191,8 @@ async def _findings(bootstrap: str, topic: str, quiet_s: float = 10.0) -> list[b
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--identities", type=int, default=2500)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    settings = SimulationSettings(identities=args.identities, seed=args.seed)
-    events, truth_text = io.StringIO(), io.StringIO()
-    count, obligations = write_simulation(settings, events, truth_text)
-    lines = [json.loads(line) for line in events.getvalue().splitlines()]
-    clock = {"topic": "device.posture", "value": {
-        "event_id": "clock", "occurred_at": format_us(settings.until_us + GRACE_S * 10**6),
-        "device_id": "clock", "posture": "enrolled", "identity_ids": ["clock"]}}  # fmt: skip
+    args, loaded = backlog(__doc__)
+    count, obligations, lines, clock = loaded.count, loaded.obligations, loaded.lines, loaded.clock
     run = uuid.uuid4().hex[:6]
     topics = {stream: f"{run}.{stream}" for stream in STREAMS}
     topics["findings"] = f"{run}.findings"
@@ -180,7 +200,7 @@ def main() -> None:
     results: dict[str, Any] = {"events": count, "identities": args.identities}
     with tempfile.TemporaryDirectory() as scratch, EmbeddedBroker() as broker:
         home = Path(scratch)
-        asyncio.run(_load(broker.bootstrap, topics, lines))
+        asyncio.run(_load(broker.bootstrap, topics, [record_of(line) for line in lines]))
         inputs = [topics[s] for s in STREAMS]
         print("bench: measuring a bare aiokafka consumer ...", file=sys.stderr)
         results["aiokafka"] = asyncio.run(_bare_aiokafka(broker.bootstrap, inputs, count))
@@ -192,7 +212,7 @@ def main() -> None:
         try:
             asyncio.run(_load_clock(broker.bootstrap, topics, clock))
             results["agrees_with_truth"], results["truth"] = _check(
-                broker.bootstrap, topics["findings"], truth_text.getvalue()
+                broker.bootstrap, topics["findings"], loaded.truth_text
             )
         finally:
             for worker in workers:
@@ -205,7 +225,7 @@ def main() -> None:
         rate, workers = _workers(broker, two, count + 1, home, count=2)
         results["two_workers"] = rate
         try:
-            agrees, described = _check(broker.bootstrap, two["findings"], truth_text.getvalue())
+            agrees, described = _check(broker.bootstrap, two["findings"], loaded.truth_text)
         finally:
             for worker in workers:
                 stop_process_group(worker, timeout_s=20)

@@ -11,39 +11,22 @@ standard error and one JSON object on standard output (`--json FILE` keeps it). 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import io
-import json
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from common import create_topics, emit
-from live_bench import GRACE_S, STREAMS, _check, _load, _load_clock, _workers
+from aiokafka import AIOKafkaConsumer
+from common import emit
+from live_bench import STREAMS, _check, _load, _load_clock, _workers, backlog
 
-from accessdrift.models.clock import format_us
 from accessdrift.streams.broker import EmbeddedBroker, stop_process_group
-from accessdrift.streams.poison import RawRecord, mix
-from accessdrift.streams.simulate import SimulationSettings, write_simulation
+from accessdrift.streams.poison import mix, record_of
 
 TARGET_RATIO = 0.9
 SHARE = 0.01
-
-
-async def _load_raw(bootstrap: str, topics: dict[str, str], records: list[RawRecord]) -> None:
-    await create_topics(bootstrap, list(topics.values()))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
-    await producer.start()
-    try:
-        for record in records:
-            await producer.send(topics[record.stream], record.value, key=record.key)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def _count(bootstrap: str, topic: str, expected: int) -> int:
@@ -68,20 +51,10 @@ def _topics(run: str, name: str) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--identities", type=int, default=2500)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    settings = SimulationSettings(identities=args.identities, seed=args.seed)
-    events, truth_text = io.StringIO(), io.StringIO()
-    count, _ = write_simulation(settings, events, truth_text)
-    lines = [json.loads(line) for line in events.getvalue().splitlines()]
+    args, loaded = backlog(__doc__)
+    count, lines, clock = loaded.count, loaded.lines, loaded.clock
     records = mix(lines, SHARE, args.seed)
     injected = sum(r.poison is not None for r in records)
-    clock = {"topic": "device.posture", "value": {
-        "event_id": "clock", "occurred_at": format_us(settings.until_us + GRACE_S * 10**6),
-        "device_id": "clock", "posture": "enrolled", "identity_ids": ["clock"]}}  # fmt: skip
     run = uuid.uuid4().hex[:6]
     clean, poisoned = _topics(run, "clean"), _topics(run, "poisoned")
     print(f"bench: {count:,} events, {injected:,} poison records mixed in", file=sys.stderr)
@@ -89,8 +62,8 @@ def main() -> None:
     rates: dict[str, list[float]] = {"clean": [], "poisoned": []}
     with tempfile.TemporaryDirectory() as scratch, EmbeddedBroker() as broker:
         home = Path(scratch)
-        asyncio.run(_load(broker.bootstrap, clean, lines))
-        asyncio.run(_load_raw(broker.bootstrap, poisoned, records))
+        asyncio.run(_load(broker.bootstrap, clean, [record_of(line) for line in lines]))
+        asyncio.run(_load(broker.bootstrap, poisoned, records))
         for attempt in range(2):
             for name, topics, expected in (
                 ("clean", clean, count),
@@ -103,7 +76,7 @@ def main() -> None:
                     if name == "poisoned" and attempt == 0:
                         asyncio.run(_load_clock(broker.bootstrap, topics, clock))
                         results["agrees_with_truth"], results["truth"] = _check(
-                            broker.bootstrap, topics["findings"], truth_text.getvalue()
+                            broker.bootstrap, topics["findings"], loaded.truth_text
                         )
                         results["deadlettered"] = asyncio.run(
                             _count(broker.bootstrap, topics["deadletter"], injected)

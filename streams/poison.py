@@ -37,26 +37,22 @@ def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+def _event(number: int, **fields: Any) -> dict[str, Any]:
+    """An event of the poison record numbered `number`, marked, with `fields` on top."""
+    return {
+        "event_id": f"{MARKER}{number}",
+        "occurred_at": "2026-01-05T10:00:00Z",
+        "identity_id": f"{MARKER}{number}",
+        **fields,
+    }
+
+
 def _status(number: int, **fields: Any) -> dict[str, Any]:
-    return {
-        "event_id": f"{MARKER}{number}",
-        "occurred_at": "2026-01-05T10:00:00Z",
-        "identity_id": f"{MARKER}{number}",
-        "status": "active",
-        **fields,
-    }
+    return _event(number, **{"status": "active", **fields})
 
 
-def _grant(number: int, **fields: Any) -> dict[str, Any]:
-    return {
-        "event_id": f"{MARKER}{number}",
-        "occurred_at": "2026-01-05T10:00:00Z",
-        "identity_id": f"{MARKER}{number}",
-        "system": "github",
-        "entitlement": "admin",
-        "action": "granted",
-        **fields,
-    }
+def _borrowed_grant(number: int) -> dict[str, Any]:
+    return _event(number, system="github", entitlement="admin", action="borrowed")
 
 
 def _without(value: dict[str, Any], name: str) -> dict[str, Any]:
@@ -75,14 +71,16 @@ KINDS: Final[dict[str, Callable[[int], tuple[str, bytes | None]]]] = {
     "unknown_value": lambda n: ("identity.status", _json(_status(n, status=f"{MARKER}{n}"))),
     "extra_field": lambda n: ("identity.status", _json(_status(n, email=f"{MARKER}{n}"))),
     "bad_time": lambda n: ("identity.status", _json(_status(n, occurred_at=f"{MARKER}{n}"))),
-    "bad_grant": lambda n: ("entitlement.change", _json(_grant(n, action="borrowed"))),
+    "bad_grant": lambda n: ("entitlement.change", _json(_borrowed_grant(n))),
 }
 
 
-def key_of(event: dict[str, Any]) -> bytes:
-    """The contract's key of a replay-format event: the device for posture, else the identity."""
+def record_of(event: dict[str, Any]) -> RawRecord:
+    """A replay-format event as its producer sends it, keyed as the contract says: by the device
+    for posture, else by the identity."""
     value = event["value"]
-    return str(value["device_id" if event["topic"] == "device.posture" else "identity_id"]).encode()
+    key = value["device_id" if event["topic"] == "device.posture" else "identity_id"]
+    return RawRecord(event["topic"], str(key).encode(), _json(value))
 
 
 def mix(events: list[dict[str, Any]], share: float, seed: int) -> list[RawRecord]:
@@ -94,7 +92,7 @@ def mix(events: list[dict[str, Any]], share: float, seed: int) -> list[RawRecord
     out: list[RawRecord] = []
     number = 0
     for event in events:
-        out.append(RawRecord(event["topic"], key_of(event), _json(event["value"])))
+        out.append(record_of(event))
         if chooser.random() < share / (1 - share):
             kind = kinds[number % len(kinds)]
             stream, value = KINDS[kind](number)

@@ -26,7 +26,7 @@ from accessdrift.models.clock import format_us
 from accessdrift.models.findings import Record, decode_record, record_key
 from accessdrift.streams.inbox import Partitioner
 from accessdrift.streams.ingest import ingest_group
-from accessdrift.streams.poison import RawRecord
+from accessdrift.streams.poison import RawRecord, record_of
 from accessdrift.streams.simulate import (
     Agreement,
     SimulationSettings,
@@ -153,17 +153,14 @@ class Rig:
     ) -> threading.Thread:
         """Produce `events` (replay format, or records as given) in order, spread over about
         `duration_s`, in the background."""
+        records = [e if isinstance(e, RawRecord) else record_of(e) for e in events]
         chunks = max(1, int(duration_s * 2))
-        size = -(-len(events) // chunks)
+        size = -(-len(records) // chunks)
 
         def go() -> None:
-            for start in range(0, len(events), size):
+            for start in range(0, len(records), size):
                 began = time.monotonic()
-                chunk = events[start : start + size]
-                if chunk and isinstance(chunk[0], RawRecord):
-                    self.produce_raw([r for r in chunk if isinstance(r, RawRecord)])
-                else:
-                    self.produce([e for e in chunk if isinstance(e, dict)])
+                self.produce_raw(records[start : start + size])
                 time.sleep(max(0.0, 0.5 - (time.monotonic() - began)))
 
         thread = threading.Thread(target=go, daemon=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from accessdrift.streams.poison import RawRecord
+from accessdrift.streams.poison import RawRecord, record_of
 
 
 async def _read(
@@ -121,28 +120,6 @@ def wait_consumed(bootstrap: str, group: str, topics: list[str], timeout_s: floa
     raise AssertionError(f"group {group} did not consume {topics} within {timeout_s}s")
 
 
-async def _produce_events(
-    bootstrap: str, topics: dict[str, str], events: list[dict[str, Any]]
-) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    await producer.start()
-    try:
-        pending = []
-        for event in events:
-            value = event["value"]
-            key = value["device_id"] if event["topic"] == "device.posture" else value["identity_id"]
-            pending.append(
-                await producer.send(
-                    topics[event["topic"]], json.dumps(value).encode(), key=key.encode()
-                )
-            )
-        await producer.flush()
-        for future in pending:
-            await future
-    finally:
-        await producer.stop()
-
-
 async def _produce_raw(bootstrap: str, topics: dict[str, str], records: list[RawRecord]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
@@ -164,7 +141,7 @@ def produce_raw(bootstrap: str, topics: dict[str, str], records: list[RawRecord]
 def produce_events(bootstrap: str, topics: dict[str, str], events: list[dict[str, Any]]) -> None:
     """Publish replay-format events (`{"topic": stream, "value": event}`) to the streams' topics
     (`topics` maps stream to topic), keyed as the contract says, in order, all acknowledged."""
-    asyncio.run(_produce_events(bootstrap, topics, events))
+    produce_raw(bootstrap, topics, [record_of(event) for event in events])
 
 
 async def _create_topics(
