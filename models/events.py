@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal
 
 import jiter
+from msgspec import UNSET
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -68,18 +69,40 @@ class _Event(BaseModel):
     source: Name | None = None
 
 
+#: `snapshot` (the default): the event states the whole state, and a field left out takes its
+#: default (no `owner_id` unlinks the owner, no `identity_ids` unbinds every identity).
+#: `partial`: only the fields present change; what standard signals (CAEP, RISC, SCIM) carry,
+#: since each knows one thing about its subject.
+Update = Literal["snapshot", "partial"]
+_STATUS_FIELDS: Final = ("status", "identity_kind", "role", "owner_id")
+
+
 class IdentityStatusEvent(_Event):
-    """`identity.status`, keyed by `identity_id`: the identity's state after the change."""
+    """`identity.status`, keyed by `identity_id`: the identity's state after the change, whole
+    (`update` `snapshot`) or only the fields present (`partial`)."""
 
     identity_id: Name
-    status: IdentityStatus
+    update: Update = "snapshot"
+    status: IdentityStatus | None = None
     identity_kind: IdentityKind = "human"
     role: Name | None = None
     owner_id: Name | None = None
 
     @model_validator(mode="after")
-    def _owner_fits_kind(self) -> IdentityStatusEvent:
-        if self.owner_id is not None and self.identity_kind == "human":
+    def _complete_and_owner_fits_kind(self) -> IdentityStatusEvent:
+        given = self.model_fields_set
+        if self.update == "snapshot" and self.status is None:
+            raise ValueError(
+                'status is required in a snapshot (send "update": "partial" to change only '
+                "the fields given)"
+            )
+        if self.update == "partial":
+            if "status" in given and self.status is None:
+                raise ValueError("status cannot be null; leave it out to keep it")
+            if not given.intersection(_STATUS_FIELDS):
+                raise ValueError(f"a partial update changes nothing: give one of {_STATUS_FIELDS}")
+        kind_known = self.update == "snapshot" or "identity_kind" in given
+        if self.owner_id is not None and kind_known and self.identity_kind == "human":
             raise ValueError("owner_id applies only to non-human identities; drop it for a human")
         if self.owner_id == self.identity_id:
             raise ValueError(
@@ -88,31 +111,35 @@ class IdentityStatusEvent(_Event):
         return self
 
     def to_message(self) -> StatusChange:
+        given = self.model_fields_set if self.update == "partial" else _STATUS_FIELDS
         return StatusChange(
             identity_id=self.identity_id,
             event_id=self.event_id,
             occurred_at_us=self.occurred_at_us,
-            status=self.status,
-            identity_kind=self.identity_kind,
-            role=self.role,
-            owner_id=self.owner_id,
+            status=self.status if "status" in given and self.status is not None else UNSET,
+            identity_kind=self.identity_kind if "identity_kind" in given else UNSET,
+            role=self.role if "role" in given else UNSET,
+            owner_id=self.owner_id if "owner_id" in given else UNSET,
         )
 
 
 class DevicePostureEvent(_Event):
-    """`device.posture`, keyed by `device_id`; `identity_ids` replaces the earlier binding."""
+    """`device.posture`, keyed by `device_id`. `identity_ids` replaces the earlier binding; in a
+    `partial` update, left out, it keeps it."""
 
     device_id: Name
+    update: Update = "snapshot"
     posture: Posture
     identity_ids: Annotated[tuple[Name, ...], AfterValidator(_unique)] = ()
 
     def to_message(self) -> DevicePosture:
+        keep = self.update == "partial" and "identity_ids" not in self.model_fields_set
         return DevicePosture(
             device_id=self.device_id,
             event_id=self.event_id,
             occurred_at_us=self.occurred_at_us,
             posture=self.posture,
-            identity_ids=self.identity_ids,
+            identity_ids=UNSET if keep else self.identity_ids,
         )
 
 

@@ -12,6 +12,7 @@ whose `event_id` was already applied is a repeat (see `state.Version`).
 from __future__ import annotations
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from accessdrift.models.vocabulary import (
     Action,
@@ -23,15 +24,18 @@ from accessdrift.models.vocabulary import (
 
 
 class StatusChange(msgspec.Struct, frozen=True, gc=False, tag=True):
-    """An identity's full status after a change (a snapshot, not a delta)."""
+    """An identity's status after a change. A snapshot sets every field; a partial update (what a
+    standard signal such as RISC `account-disabled` carries: nothing of role or owner) leaves the
+    fields it does not know UNSET, and those keep their value (`role` None is "no role", not
+    "unknown")."""
 
     identity_id: str
     event_id: str
     occurred_at_us: int
-    status: IdentityStatus
-    identity_kind: IdentityKind
-    role: str | None
-    owner_id: str | None
+    status: IdentityStatus | UnsetType = UNSET
+    identity_kind: IdentityKind | UnsetType = UNSET
+    role: str | None | UnsetType = UNSET
+    owner_id: str | None | UnsetType = UNSET
 
 
 class EntitlementChange(msgspec.Struct, frozen=True, gc=False, tag=True):
@@ -64,13 +68,15 @@ class ExceptionGrant(msgspec.Struct, frozen=True, gc=False, tag=True):
 
 
 class DevicePosture(msgspec.Struct, frozen=True, gc=False, tag=True):
-    """A device's posture and the identities bound to it; keyed by `device_id`."""
+    """A device's posture and the identities bound to it; keyed by `device_id`. `identity_ids`
+    UNSET (a partial update, such as a CAEP `device-compliance-change`, which names no users)
+    keeps the binding as it was."""
 
     device_id: str
     event_id: str
     occurred_at_us: int
     posture: Posture
-    identity_ids: tuple[str, ...]
+    identity_ids: tuple[str, ...] | UnsetType = UNSET
 
 
 class DeviceSignal(msgspec.Struct, frozen=True, gc=False, tag=True):

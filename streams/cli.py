@@ -42,6 +42,8 @@ from accessdrift.streams.replay import (
     replay,
 )
 from accessdrift.streams.settings import DEFAULT_BROKER, Topics, broker_from_env
+from accessdrift.streams.signals.receiver import serve as serve_ingest
+from accessdrift.streams.signals.settings import load_ingest_settings
 from accessdrift.streams.simulate import SimulationSettings, compare, read_truth, write_simulation
 from accessdrift.streams.worker import WorkerSettings, run_worker
 
@@ -294,6 +296,21 @@ def _parser() -> argparse.ArgumentParser:
     _topic_flag(notify)
     _env_flag(notify, "--web-host", "NOTIFY_WEB_HOST", LOOPBACK, "address of the web server")
     _env_flag(notify, "--web-port", "NOTIFY_WEB_PORT", "6067", "port of the web server")
+    ingest = commands.add_parser(
+        "ingest",
+        help="receive CAEP/RISC Security Event Tokens and signed webhooks into the contract",
+        description=(
+            "Serve the receiver of the settings file: OpenID Shared Signals push delivery "
+            "(RFC 8935) of CAEP and RISC events at POST /ssf/<transmitter>, and Standard "
+            "Webhooks from MDM and HR tools at POST /webhooks/<source>, each mapped onto the "
+            "contract topics as partial updates and produced with acks=all before the request "
+            "is acknowledged. Serves /metrics and /healthz. Stops cleanly on Ctrl-C or "
+            "SIGTERM. " + KAFKA_SECURITY_HELP
+        ),
+    )
+    _env_flag(ingest, "--config", "INGEST_CONFIG", None, "ingest settings file (TOML or YAML)")
+    _env_flag(ingest, "--broker", "BROKER", DEFAULT_BROKER, "Kafka bootstrap address")
+    _topic_flag(ingest)
     commands.add_parser(
         "demo",
         help="run the live pipeline on this machine: broker, worker and a scripted story",
@@ -626,6 +643,44 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(sys.stdout, sys.stderr)
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    if not args.config:
+        print(
+            "accessdrift: ingest needs --config FILE (or ACCESSDRIFT_INGEST_CONFIG)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        topics = Topics.from_env().with_overrides(args.topic)
+        settings = load_ingest_settings(args.config)
+        security = KafkaSecurity.from_env()
+        security.ssl_context()
+    except ValueError as error:  # IngestSettingsError, KafkaSecurityError, a bad --topic
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve_ingest(
+            settings, args.broker, security, topics, CollectorRegistry(), os.environ, stop
+        )
+
+    try:
+        asyncio.run(run())
+    except BrokerError as error:
+        print(f"accessdrift: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ValueError as error:  # a secret the settings name is missing or malformed
+        print(f"accessdrift: {args.config}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print("accessdrift: ingest stopped", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `accessdrift` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -635,6 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "produce": _produce,
         "worker": _worker,
         "notify": _notify,
+        "ingest": _ingest,
         "simulate": _simulate,
         "verify": _verify,
         "demo": _demo,

@@ -6,6 +6,8 @@ DeviceSignal messages keyed by identity, so the identity engine can run partitio
 
 from __future__ import annotations
 
+from msgspec import UNSET
+
 from accessdrift.models.messages import DevicePosture, DeviceSignal
 from accessdrift.models.state import DeviceState, Ignored, Version
 
@@ -26,7 +28,8 @@ def route_device(
     if admission != "applied":
         return admission
     previous = state.identity_ids
-    bound = set(message.identity_ids)
+    now_bound = previous if message.identity_ids is UNSET else list(message.identity_ids)
+    bound = set(now_bound)
     signals = [
         DeviceSignal(
             identity_id=identity_id,
@@ -36,7 +39,7 @@ def route_device(
             posture=message.posture,
             bound=True,
         )
-        for identity_id in message.identity_ids
+        for identity_id in now_bound
     ]
     signals.extend(
         DeviceSignal(
@@ -51,5 +54,5 @@ def route_device(
         if identity_id not in bound
     )
     state.posture = message.posture
-    state.identity_ids = list(message.identity_ids)
+    state.identity_ids = now_bound
     return state, signals

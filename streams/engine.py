@@ -25,6 +25,8 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Final
 
+from msgspec import UNSET
+
 from accessdrift.models.clock import MAX_DURATION_S, US_PER_S
 from accessdrift.models.findings import FindingRecord
 from accessdrift.models.messages import (
@@ -129,19 +131,30 @@ class Engine:
         at_us = m.occurred_at_us
         if (admission := s.status_version.admit(at_us, m.event_id)) != "applied":
             return admission
-        change = StatusChanged(m.event_id, at_us, m.status, s.status, m.role, s.role)
-        s.identity_kind = m.identity_kind
-        s.role = m.role
+        # A partial update changes only the fields it carries (see `StatusChange`).
+        status = s.status if m.status is UNSET else m.status
+        role = s.role if m.role is UNSET else m.role
+        owner_id = s.owner_id if m.owner_id is UNSET else m.owner_id
+        if m.identity_kind is not UNSET:
+            s.identity_kind = m.identity_kind
+        previous_role, s.role = s.role, role
+        if status is None:
+            # Only a partial update without a status leaves it unknown: nothing to judge until
+            # an update states it.
+            if owner_id != s.owner_id:
+                self._change_owner(ctx, m, owner_id)
+            return "applied"
+        change = StatusChanged(m.event_id, at_us, status, s.status, role, previous_role)
         if change.changed:
-            s.status = m.status
+            s.status = status
             s.status_since_us, s.status_since_event_id = at_us, m.event_id
-            s.transitions.append((at_us, m.status, m.event_id))
+            s.transitions.append((at_us, status, m.event_id))
             for nhi_id, link in sorted(s.owned.items()):
                 # An identity unlinked after this change was still owned when it happened.
                 if link.linked or link.changed_at_us > at_us:
                     ctx.messages.append(self._owner_signal(s, nhi_id))
-        if m.owner_id != s.owner_id:
-            self._change_owner(ctx, m)
+        if owner_id != s.owner_id:
+            self._change_owner(ctx, m, owner_id)
         for rule in self._on_status_rules:
             rule.on_status(ctx, change)
         ctx.forget_old()
@@ -318,9 +331,9 @@ class Engine:
             status=s.status,
         )
 
-    def _change_owner(self, ctx: Context, m: StatusChange) -> None:
+    def _change_owner(self, ctx: Context, m: StatusChange, owner_id: str | None) -> None:
         s = ctx.s
-        if s.previous_owner_id is not None and s.previous_owner_id not in (s.owner_id, m.owner_id):
+        if s.previous_owner_id is not None and s.previous_owner_id not in (s.owner_id, owner_id):
             # The owner before last is forgotten: what its activity met can no longer be checked
             # against its reports.
             for ob in ctx.relying_on(owner_key(s.previous_owner_id)):
@@ -330,14 +343,14 @@ class Engine:
             ctx.messages.append(
                 OwnerLink(s.owner_id, m.event_id, m.occurred_at_us, s.identity_id, linked=False)
             )
-        if m.owner_id is not None:
+        if owner_id is not None:
             ctx.messages.append(
-                OwnerLink(m.owner_id, m.event_id, m.occurred_at_us, s.identity_id, linked=True)
+                OwnerLink(owner_id, m.event_id, m.occurred_at_us, s.identity_id, linked=True)
             )
         s.previous_owner_id = s.owner_id
         s.previous_owner_since_us, s.previous_owner_until_us = s.owner_since_us, m.occurred_at_us
         s.previous_owner_timeline, s.previous_owner_version = s.owner_timeline, s.owner_version
-        s.owner_id = m.owner_id
+        s.owner_id = owner_id
         s.owner_since_us = m.occurred_at_us
         s.owner_timeline = []
         s.owner_version = Version()

@@ -75,8 +75,10 @@ def _refuse(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def guard(limiter: RateLimiter) -> Middleware:
-    """The middleware (give it to `web.Application(middlewares=[...])`)."""
+def guard(limiter: RateLimiter, takes_body: bool = False) -> Middleware:
+    """The middleware (give it to `web.Application(middlewares=[...])`). `takes_body`: for a
+    service that receives (`accessdrift ingest`), whose application's `client_max_size` bounds
+    a body instead."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -95,7 +97,7 @@ def guard(limiter: RateLimiter) -> Middleware:
                 "credentials in the URL are refused (URLs end up in logs): send "
                 "Authorization: Bearer <token> instead",
             )
-        if request.body_exists:
+        if request.body_exists and not takes_body:
             return _refuse(413, "these endpoints take no request body")
         return await handler(request)
 

@@ -58,15 +58,9 @@ class _LastError(logging.Handler):
         self.message = record.getMessage()
 
 
-async def _produce(
-    inputs: Iterable[tuple[str, BinaryIO]],
-    bootstrap: str,
-    security: KafkaSecurity,
-    topics: Topics,
-    errors: TextIO,
-    rate_per_s: float | None,
-) -> ProduceSummary:
-    summary = ProduceSummary()
+async def start_producer(bootstrap: str, security: KafkaSecurity) -> AIOKafkaProducer:
+    """A started producer that waits for every in-sync replica (`acks=all`); raises a
+    BrokerError saying what to check when Kafka cannot be reached."""
     # aiokafka logs each failed connection attempt; the BrokerError below says it once, clearly,
     # with the last attempt's cause (a refused connection, a certificate that failed to verify).
     aiokafka_log = logging.getLogger("aiokafka")
@@ -95,6 +89,20 @@ async def _produce(
         ) from None
     finally:
         aiokafka_log.removeHandler(last)
+        aiokafka_log.propagate = True
+    return producer
+
+
+async def _produce(
+    inputs: Iterable[tuple[str, BinaryIO]],
+    bootstrap: str,
+    security: KafkaSecurity,
+    topics: Topics,
+    errors: TextIO,
+    rate_per_s: float | None,
+) -> ProduceSummary:
+    summary = ProduceSummary()
+    producer = await start_producer(bootstrap, security)
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:

@@ -68,6 +68,7 @@ from accessdrift.models.messages import (
 )
 from accessdrift.models.policy import Policy
 from accessdrift.models.state import NEVER_US, DeviceState
+from accessdrift.streams.acks import App
 from accessdrift.streams.api import Api
 from accessdrift.streams.census import Census
 from accessdrift.streams.deadlines import DeadlineIndex
@@ -195,7 +196,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     engine = Engine(policy, grace_s=settings.grace_s)
     census = Census()
     progress = Progress()
-    app = faust.App(
+    app = App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
         broker_credentials=faust_credentials(settings.kafka),

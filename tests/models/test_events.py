@@ -108,7 +108,7 @@ def test_exception_any_system_is_none() -> None:
             "value.occurred_at: expected an RFC 3339 timestamp such as",
         ),
         (line("identity.status", identity_id="a", status="gone"), "value.status: Input should be"),
-        (line("identity.status", identity_id="a"), "value.status: required field is missing"),
+        (line("identity.status", identity_id="a"), "value: status is required in a snapshot"),
         (
             line("identity.status", identity_id="a", status="active", stauts="x"),
             "value.stauts: unknown field",
