@@ -3,8 +3,9 @@ onto the contract streams and produced to Kafka.
 
 - `settings.py`: the ingest settings file (transmitters, webhook sources, where to listen).
 - `sets.py`: Security Event Tokens (RFC 8417) verified as RFC 8935 push delivery asks.
-- `subjects.py`: RFC 9493 subject identifiers to `identity_id` / `device_id`.
-- `caep.py`, `risc.py`: one mapping per event type of OpenID CAEP 1.0 and RISC 1.0.
+- `caep.py`, `risc.py`, `scim.py`: one mapping per event type of OpenID CAEP 1.0, RISC 1.0
+  and SCIM events (RFC 9967), all delivered as SETs.
+- `mapping.py`: what the mappings share (subjects to keys, event times, event ids).
 - `webhooks.py`: Standard Webhooks signatures and the declarative mapping of a source's JSON.
 - `receiver.py`: the HTTP shell: verify, map, produce with `acks=all`, and only then answer.
 

@@ -47,10 +47,18 @@ def _simple(subject: Mapping[str, Any], templates: Mapping[Any, str]) -> str | N
         return None
     if not isinstance(format_name, str) or format_name not in templates:
         return None
-    values = {name: subject.get(name) for name in SUBJECT_FIELDS[format_name]}
-    if not all(isinstance(value, str) and value for value in values.values()):
+    values = {
+        name: value
+        for name in SUBJECT_FIELDS[format_name]
+        if isinstance(value := subject.get(name), str) and value
+    }
+    if format_name == "scim" and "uri" in values:
+        values["id"] = values["uri"].rstrip("/").rsplit("/", 1)[-1]
+    try:
+        # A template naming a field this subject lacks maps it to nothing, never to "None".
+        return templates[format_name].format_map(values) or None
+    except KeyError:
         return None
-    return templates[format_name].format_map(values)
 
 
 def subject_keys(subject: Mapping[str, Any] | None, transmitter: Transmitter) -> Keys:

@@ -39,7 +39,7 @@ from accessdrift.streams.api import authorized
 from accessdrift.streams.guard import RateLimiter, guard
 from accessdrift.streams.produce import start_producer
 from accessdrift.streams.settings import Topics
-from accessdrift.streams.signals import caep, risc
+from accessdrift.streams.signals import caep, risc, scim
 from accessdrift.streams.signals.mapping import Signal
 from accessdrift.streams.signals.sets import KeySet, SetError, UnknownKeyError, verify
 from accessdrift.streams.signals.settings import IngestSettings, Transmitter, Webhook
@@ -65,7 +65,7 @@ JWKS_REFRESH_S: Final = 60.0
 JWKS_TIMEOUT_S: Final = 10.0
 MAX_JWKS_BYTES: Final = 256 * 1024
 SET_MEDIA_TYPE: Final = "application/secevent+jwt"
-MAPPERS: Final = {**caep.MAPPERS, **risc.MAPPERS}
+MAPPERS: Final = {**caep.MAPPERS, **risc.MAPPERS, **scim.MAPPERS}
 
 
 class Producer(Protocol):
@@ -241,7 +241,7 @@ class Receiver:
             return False
         signals: list[Signal] = []
         for event_type, body in event.events.items():
-            mapper = MAPPERS.get(event_type)
+            mapper = MAPPERS.get(scim.scim_type(event_type))
             mapped = mapper(event, event_type, body, settings) if mapper is not None else []
             if not mapped:
                 self.metrics.unmapped.labels(settings.name).inc()

@@ -47,8 +47,12 @@ SUBJECT_FIELDS: Final[dict[str, frozenset[str]]] = {
     "uri": frozenset({"uri"}),
     "phone_number": frozenset({"phone_number"}),
     "did": frozenset({"url"}),
+    # RFC 9967: a SCIM resource by its `uri` (`/Users/<id>`); `id` is the last part of it.
+    "scim": frozenset({"uri", "id", "externalId"}),
 }
-SubjectFormat = Literal["email", "iss_sub", "opaque", "account", "uri", "phone_number", "did"]
+SubjectFormat = Literal[
+    "email", "iss_sub", "opaque", "account", "uri", "phone_number", "did", "scim"
+]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 Pointer = Annotated[str, Field(pattern=r"^(/[^/]*)+$", max_length=512)]
 
