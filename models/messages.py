@@ -34,8 +34,8 @@ class StatusChange(msgspec.Struct, frozen=True, gc=False, tag=True):
     occurred_at_us: int
     status: IdentityStatus | UnsetType = UNSET
     identity_kind: IdentityKind | UnsetType = UNSET
-    role: str | None | UnsetType = UNSET
-    owner_id: str | None | UnsetType = UNSET
+    role: str | UnsetType | None = UNSET
+    owner_id: str | UnsetType | None = UNSET
 
 
 class EntitlementChange(msgspec.Struct, frozen=True, gc=False, tag=True):
