@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: venv relink system test lint audit lock demo demo-replay bench soak clean
 
 # Real servers the integration tests start on loopback, from Debian's packages.
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager rsyslog stunnel4 openssl
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager rsyslog stunnel4 openssl chromium chromium-driver
 
 venv: $(STAMP)
 

@@ -8,7 +8,12 @@ Behind a bearer token (`Authorization: Bearer <token>`, compared in constant tim
 valid one, 401 and no data; with no token configured, the API stays shut):
 `GET /identities/{id}`: one identity's access picture, answered by the worker that owns its
 partition (a request reaching another worker is forwarded there);
-`GET /findings?status=open[&limit=N]`: the findings open now on this worker's partitions.
+`GET /findings?status=open[&limit=N]`: the findings open now on this worker's partitions;
+`GET /time-to-revoke`: per trigger, privileged access apart, the time-to-revoke histogram with
+percentiles and the share met within the window, on this worker's partitions.
+
+`GET /` is the status page (`streams/status.py`): static files holding no data, whose script
+reads the three above with the token.
 
 faust's own table and router pages, which would show table data to anyone, are switched off
 (`build_app`).
@@ -33,6 +38,7 @@ from accessdrift.models.state import IdentityState
 from accessdrift.models.text import json_safe
 from accessdrift.streams.census import Census
 from accessdrift.streams.picture import access_picture, encode_picture
+from accessdrift.streams.status import SECURITY_HEADERS, STATIC_FILES, static_file, time_to_revoke
 
 _JSON: Final = msgspec.json.Encoder()
 _CONTENT_JSON: Final = "application/json"
@@ -71,6 +77,19 @@ class Api:
         self._page("/metrics", self._metrics)
         self._page("/identities/{identity_id}", self._identity)
         self._page("/findings", self._findings)
+        self._page("/time-to-revoke", self._time_to_revoke)
+        for path, (name, content_type) in STATIC_FILES.items():
+            self._static(path, static_file(name), content_type)
+
+    def _static(self, path: str, body: bytes, content_type: str) -> None:
+        # A content type with a charset parameter: aiohttp only takes it as a header.
+        headers = {**SECURITY_HEADERS, "Content-Type": f"{content_type}; charset=utf-8"}
+
+        async def serve(view: Any, request: Any) -> Any:
+            return view.bytes(body, headers=headers)
+
+        serve.__name__ = f"static_{path.strip('/').replace('.', '_') or 'index'}"
+        self._page(path, serve)
 
     def _page(self, path: str, handler: Callable[..., Awaitable[Any]]) -> None:
         # faust makes a view class with the function as its `get`: a plain function, so that it
@@ -129,6 +148,13 @@ class Api:
         if state is None:
             return self._error(view, 404, "no event has named this identity")
         return self._json(view, encode_picture(access_picture(state, self.clock_of(identity_id))))
+
+    async def _time_to_revoke(self, view: Any, request: Any) -> Any:
+        denied = self._denied(view, request)
+        if denied is not None:
+            return denied
+        body = {"partitions": self.owned(), "triggers": time_to_revoke(self.registry)}
+        return self._json(view, _JSON.encode(body))
 
     async def _findings(self, view: Any, request: Any) -> Any:
         denied = self._denied(view, request)

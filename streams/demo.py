@@ -5,8 +5,9 @@ sinks: OCSF to a Splunk HEC endpoint and PagerDuty, both stand-ins the demo serv
 (`streams/demo_receivers.py`). Feeds a scripted story of a small company's morning through Kafka
 in real time (with a demo policy whose control windows are seconds), and prints every finding
 and offboarding record as the worker publishes it, every event the SIEM receives and every page.
-At the end it reads the time-to-revoke histogram from the worker's `/metrics`. Ctrl-C stops
-everything; no process is left behind.
+At the end it reads the time-to-revoke histogram from the worker's `/metrics`. The worker's
+status page is up throughout, at a link carrying a token made for this run (and, at a terminal,
+after the story until Enter). Ctrl-C stops everything; no process is left behind.
 """
 
 from __future__ import annotations
@@ -368,7 +369,7 @@ def _start_notify(
 
 
 def _start_worker(
-    broker: EmbeddedBroker, workdir: Path, topics: Topics, web_port: int
+    broker: EmbeddedBroker, workdir: Path, topics: Topics, web_port: int, api_token: str
 ) -> subprocess.Popen[bytes]:
     policy = workdir / "demo-policy.toml"
     policy.write_text(DEMO_POLICY)
@@ -384,6 +385,7 @@ def _start_worker(
         "ACCESSDRIFT_ONE_RECORD_BATCHES": "true",
         "ACCESSDRIFT_DATA_DIR": str(workdir / "data"),
         "ACCESSDRIFT_TOPIC_FINDINGS": topics.findings,
+        "ACCESSDRIFT_API_TOKEN": api_token,
     }
     log = (workdir / "worker.log").open("wb")
     return subprocess.Popen(
@@ -415,11 +417,15 @@ def run_demo(out: TextIO, err: TextIO) -> int:
         workdir = Path(scratch)
         err.write(f"demo: broker up at {broker.bootstrap} (memory only); starting a worker ...\n")
         web_port = free_port()
-        worker = _start_worker(broker, workdir, topics, web_port)
+        # A token for this run only, so the page can be opened from a link that carries it.
+        api_token = secrets.token_urlsafe(18)
+        worker = _start_worker(broker, workdir, topics, web_port, api_token)
         token = secrets.token_hex(16)
         receivers = DemoReceivers(out, token)
         notify = _start_notify(broker, workdir, topics, receivers, token)
         metrics_url = f"http://{LOOPBACK}:{web_port}/metrics"
+        # The token travels in the fragment, which a browser never sends to the server.
+        status_url = f"http://{LOOPBACK}:{web_port}/#token={api_token}"
         try:
             if not _wait_ready(worker, workdir / "worker.log", 90):
                 err.write("demo: the worker did not start; its log:\n")
@@ -431,12 +437,19 @@ def run_demo(out: TextIO, err: TextIO) -> int:
                 f"OCSF to a stand-in Splunk HEC (SIEM lines) and pages a stand-in PagerDuty "
                 f"(PAGE lines) at {receivers.url}. Time-to-revoke: "
                 f"accessdrift_time_to_revoke_seconds at {metrics_url}. Ctrl-C stops.\n"
+                f"demo: status page (this run's token in the link): {status_url}\n"
             )
             err.flush()
             loop = asyncio.new_event_loop()
             stop = asyncio.Event()
+            interrupted: list[int] = []
+
+            def interrupt(signum: int) -> None:
+                interrupted.append(signum)
+                stop.set()
+
             for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
+                loop.add_signal_handler(signum, interrupt, signum)
             try:
                 shown = loop.run_until_complete(
                     _run(broker.bootstrap, topics, out, stop, receivers)
@@ -448,6 +461,14 @@ def run_demo(out: TextIO, err: TextIO) -> int:
                 f"{receivers.pages} pages.\n"
             )
             _show_time_to_revoke(metrics_url, out)
+            if sys.stdin.isatty() and not interrupted:
+                err.write(
+                    f"demo: the story is over; the status page stays up at {status_url} until "
+                    "you press Enter or Ctrl-C.\n"
+                )
+                err.flush()
+                with contextlib.suppress(KeyboardInterrupt, EOFError):
+                    sys.stdin.readline()
             err.write("demo: stopping the delivery service, the worker and the broker.\n")
         finally:
             stop_process_group(notify, timeout_s=20)

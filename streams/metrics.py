@@ -112,9 +112,9 @@ class WorkerMetrics:
         )
         self.ended = Counter(
             "accessdrift_obligations_ended",
-            "Obligations that reached their end, by trigger and outcome (on_time, late, "
-            "withdrawn, exception_expired).",
-            ["trigger", "outcome"],
+            "Obligations that reached their end, by trigger, outcome (on_time, late, "
+            "withdrawn, exception_expired) and whether the access was privileged.",
+            ["trigger", "outcome", "privileged"],
             registry=registry,
         )
         self.opened = Counter(
@@ -195,10 +195,13 @@ class WorkerMetrics:
                     kind=record.kind, trigger=record.trigger, severity=record.severity
                 ).inc()
         for item in ended:
-            self.ended.labels(trigger=item.trigger, outcome=item.outcome).inc()
+            privileged = "true" if item.privileged else "false"
+            self.ended.labels(
+                trigger=item.trigger, outcome=item.outcome, privileged=privileged
+            ).inc()
             if item.time_to_revoke_us is not None:
                 self.time_to_revoke.labels(
                     trigger=item.trigger,
                     identity_kind=item.identity_kind,
-                    privileged="true" if item.privileged else "false",
+                    privileged=privileged,
                 ).observe(item.time_to_revoke_us / US_PER_S)

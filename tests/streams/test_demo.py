@@ -1,5 +1,6 @@
 """`accessdrift demo` as a user runs it: findings appear live, reach the SIEM stand-in as OCSF and
-page the PagerDuty stand-in, time-to-revoke is shown, and Ctrl-C leaves nothing behind."""
+page the PagerDuty stand-in, the status page it links lists them in a real browser,
+time-to-revoke is shown, and Ctrl-C leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import time
 import uuid
 from pathlib import Path
 
+from selenium.webdriver.common.by import By
+
 from accessdrift.streams.broker import wait_for_port
+from tests.browser import chromium, wait_until
 
 ACCESSDRIFT = str(Path(sys.executable).with_name("accessdrift"))
 
@@ -29,6 +33,16 @@ def _marked(mark: str) -> list[int]:
         except OSError:
             continue  # gone meanwhile, or not ours to read
     return found
+
+
+def _status_page_shows(url: str, identity: str, home: Path) -> list[str]:
+    """Open the demo's status page link in a real browser; the summaries of `identity`'s open
+    findings it lists."""
+    with chromium(home) as browser:
+        browser.get(url)
+        selector = f'#findings tr[data-identity="{identity}"]'
+        wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, selector))
+        return [row.text for row in browser.find_elements(By.CSS_SELECTOR, selector)]
 
 
 def test_the_demo_shows_a_live_finding_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -54,6 +68,11 @@ def test_the_demo_shows_a_live_finding_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
             lines.append(line)
             if "  PAGE  " in line:
                 break
+        link = re.search(
+            r"status page \(.*\): (http://127\.0\.0\.1:\d+/#token=\S+)", err_path.read_text()
+        )
+        assert link is not None, err_path.read_text()
+        on_page = _status_page_shows(link[1], "alice", tmp_path)
         started = _marked(mark)
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=60) == 0
@@ -71,6 +90,7 @@ def test_the_demo_shows_a_live_finding_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
     siem = [line for line in lines if "  SIEM  " in line]
     assert any(f"ocsf      [{finding_id}]  Detection Finding 2004, activity Create" in line
                for line in siem), "".join(lines)  # fmt: skip
+    assert any("alice was terminated" in row for row in on_page), on_page
     pages = [line for line in lines if "  PAGE  " in line]
     assert "trigger critical" in pages[0]
     assert "alice was terminated" in pages[0]

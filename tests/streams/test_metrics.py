@@ -112,12 +112,15 @@ def test_findings_and_obligations_are_counted_by_trigger_outcome_and_severity() 
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, labels)
 
-    def ended(outcome: str) -> float | None:
-        return value("accessdrift_obligations_ended_total", trigger="leaver", outcome=outcome)
+    def ended(outcome: str, privileged: str) -> float | None:
+        name = "accessdrift_obligations_ended_total"
+        return value(name, trigger="leaver", outcome=outcome, privileged=privileged)
 
     # On time: u1 both, u2 both, u4 user. Late: u3 both (3 h > 2 h, 6 h > 5 h).
-    assert ended("on_time") == 5
-    assert ended("late") == 2
+    assert ended("on_time", "true") == 2
+    assert ended("on_time", "false") == 3
+    assert ended("late", "true") == 1
+    assert ended("late", "false") == 1
     opened = "accessdrift_findings_opened_total"
     assert value(opened, kind="access_not_revoked", trigger="leaver", severity="critical") == 2
     assert value(opened, kind="access_not_revoked", trigger="leaver", severity="high") == 1

@@ -23,7 +23,7 @@ from typing import Any
 from accessdrift.streams.broker import EmbeddedBroker
 from accessdrift.streams.ingest import ingest_group
 from tests.kafka import create_topics, produce_events, read_topic, wait_consumed
-from tests.workers import WorkerProcess, wait_for, worker_env
+from tests.workers import HEAVY, WorkerProcess, wait_for, worker_env
 
 STREAMS = ("identity.status", "device.posture", "entitlement.change", "access.exception")
 POLICY = """
@@ -141,6 +141,7 @@ def _clocks(worker: WorkerProcess) -> dict[str, float]:
     return {partition: scraped_at - float(lag) for partition, lag in found}
 
 
+@HEAVY  # three worker processes, two at once
 def test_the_event_clock_survives_a_restart_and_is_shared_by_every_worker(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
