@@ -1,5 +1,5 @@
 """A worker after a live scenario, with its API token: the `scenario` fixture of the API and
-status-page tests (tests/streams/conftest.py)."""
+status-page tests (tests/conftest.py)."""
 
 from __future__ import annotations
 
