@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv relink system test lint audit lock demo demo-replay bench soak clean
+.PHONY: venv relink system test lint audit lock demo demo-replay bench soak screenshots clean
 
 # Real servers the integration tests start on loopback, from Debian's packages.
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager rsyslog stunnel4 openssl chromium chromium-driver
@@ -60,6 +60,11 @@ test: system lint
 soak: system relink
 	ACCESSDRIFT_SOAK=1 $(BIN)/pytest -q -s tests/streams/test_faults.py tests/streams/test_faults_broker.py \
 		tests/streams/test_faults_disk.py tests/streams/test_engine_model.py
+
+# The README's pictures of the status page and the report, taken by their browser tests.
+screenshots: system relink
+	ACCESSDRIFT_SCREENSHOTS=docs/images $(BIN)/pytest -q \
+		tests/streams/test_status_page.py tests/alerts/test_report.py
 
 demo: relink
 	$(BIN)/accessdrift demo

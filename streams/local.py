@@ -8,10 +8,11 @@ writes every record to a sink as it happens.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from accessdrift.alerts.sinks import RecordSink
-from accessdrift.models.findings import FindingRecord
+from accessdrift.models.findings import FindingRecord, ObligationEnded
 from accessdrift.models.messages import DevicePosture, IdentityMessage, InputMessage
 from accessdrift.models.vocabulary import Outcome
 from accessdrift.streams.engine import Engine, Step
@@ -35,9 +36,15 @@ class Counts:
 class LocalRuntime:
     """Runs the engine over in-memory state, sending every record to `sink` as it happens."""
 
-    def __init__(self, engine: Engine, sink: RecordSink) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        sink: RecordSink,
+        on_ended: Callable[[ObligationEnded], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.sink = sink
+        self.on_ended = on_ended
         self.store = MemoryStore()
         self.processor = Processor(engine, self.store, MemoryDevices())
         self.counts = Counts()
@@ -80,6 +87,15 @@ class LocalRuntime:
             if ob.state == "pending"
         )
 
+    def open_privileged(self) -> frozenset[str]:
+        """The finding ids of open obligations about privileged access."""
+        return frozenset(
+            ob.finding_id
+            for state in self.store.states()
+            for ob in state.obligations.values()
+            if ob.state == "open" and ob.privileged
+        )
+
     def _emit(self, step: Step) -> Step:
         counts = self.counts
         for record in step.records:
@@ -93,4 +109,6 @@ class LocalRuntime:
             self.sink.emit(record)
         for ended in step.ended:
             counts.ended[ended.outcome] += 1
+            if self.on_ended is not None:
+                self.on_ended(ended)
         return step

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Final, TextIO
 
@@ -32,7 +32,7 @@ from accessdrift.alerts.sinks import RecordSink
 from accessdrift.models.clock import US_PER_S, format_duration_s, format_us
 from accessdrift.models.decoding import decode_message_line
 from accessdrift.models.errors import AccessdriftError, ContractError
-from accessdrift.models.findings import FindingRecord, Record
+from accessdrift.models.findings import FindingRecord, ObligationEnded, Record
 from accessdrift.models.messages import InputMessage
 from accessdrift.models.state import NEVER_US
 from accessdrift.models.text import printable
@@ -77,6 +77,8 @@ class ReplaySummary:
     offboarding: int
     pending: int
     clock_us: int
+    #: Finding ids of the obligations about privileged access still open at the end.
+    open_privileged: frozenset[str]
 
     def describe(self) -> str:
         clock = format_us(self.clock_us) if self.clock_us != NEVER_US else "no events"
@@ -206,14 +208,15 @@ def replay(
     progress: TextIO | None = None,
     lateness_s: float = 0,
     max_ahead_s: float = DEFAULT_MAX_AHEAD_S,
+    on_ended: Callable[[ObligationEnded], None] | None = None,
 ) -> ReplaySummary:
     """Replay every line of every input, merged by event time; report bad lines to `errors`.
 
     `inputs` pairs a display name with a binary stream. Returns the summary; writes nothing to
-    `errors` but the bad lines (and progress, when a `progress` stream is given). Raises
-    InputError when an input cannot be read.
+    `errors` but the bad lines (and progress, when a `progress` stream is given); `on_ended`
+    hears the end of every obligation. Raises InputError when an input cannot be read.
     """
-    runtime = LocalRuntime(engine, _Split(findings, evidence))
+    runtime = LocalRuntime(engine, _Split(findings, evidence), on_ended)
     lateness_us = round(lateness_s * US_PER_S)
     merge = _Merge(inputs, lateness_us, round(max_ahead_s * US_PER_S), errors)
     clock_us = NEVER_US
@@ -252,4 +255,5 @@ def replay(
         offboarding=counts.offboarding,
         pending=runtime.pending_obligations(),
         clock_us=clock_us,
+        open_privileged=runtime.open_privileged(),
     )
