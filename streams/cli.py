@@ -213,6 +213,13 @@ def _parser() -> argparse.ArgumentParser:
     _topic_flag(work)
     _env_flag(work, "--app-id", "APP_ID", "accessdrift", "consumer group and internal topic prefix")
     _env_flag(work, "--partitions", "PARTITIONS", "8", "partitions of internal topics and tables")
+    _env_flag(
+        work,
+        "--replication-factor",
+        "REPLICATION_FACTOR",
+        "1",
+        "replicas of the internal topics and changelogs it creates (3 on a production cluster)",
+    )
     _env_flag(work, "--web-host", "WEB_HOST", LOOPBACK, "address the worker's web server binds")
     _env_flag(work, "--web-port", "WEB_PORT", "6066", "port of the worker's web server")
     _env_flag(
@@ -561,6 +568,7 @@ def _worker(args: argparse.Namespace) -> int:
             broker=args.broker,
             topics=Topics.from_env().with_overrides(args.topic),
             partitions=int(args.partitions),
+            replication_factor=int(args.replication_factor),
             store=stores[args.store],
             data_dir=Path(args.data_dir),
             web_port=int(args.web_port),

@@ -501,3 +501,12 @@ def test_a_policy_that_is_a_directory_is_a_usage_error(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "cannot read" in result.stderr
+
+
+def test_a_worker_replication_factor_below_one_is_refused_naming_it() -> None:
+    result = subprocess.run(
+        [ACCESSDRIFT, "worker", "--replication-factor", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "replication_factor" in result.stderr
