@@ -59,6 +59,7 @@ test: system lint
 # organisations, the disk filling up) and the engine's model at 10,000 examples.
 soak: system relink
 	ACCESSDRIFT_SOAK=1 $(BIN)/pytest -q -s tests/streams/test_faults.py tests/streams/test_faults_broker.py \
+		tests/alerts/test_notify.py \
 		tests/streams/test_faults_disk.py tests/streams/test_engine_model.py
 
 # The README's pictures of the status page and the report, taken by their browser tests.

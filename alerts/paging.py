@@ -18,13 +18,14 @@ import asyncio
 import base64
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import msgspec
 from pydantic import SecretStr
 
+from accessdrift.alerts.delivery import DeliveryError
 from accessdrift.alerts.transports import DEFAULT_TIMEOUT_S, HttpClient
 from accessdrift.models.clock import format_us
 from accessdrift.models.findings import FindingRecord, Record, stable_id
@@ -47,6 +48,8 @@ PAGERDUTY_SEVERITY: Final[dict[Severity, str]] = {
 #: PagerDuty limits: summary 1024 characters, dedup_key 255.
 SUMMARY_LIMIT: Final = 1024
 DEDUP_PREFIX: Final = "accessdrift-"
+#: How many recently resolved single pages a sink remembers (see PagerDuty._resolved).
+RESOLVED_REMEMBERED: Final = 10_000
 #: How many members a grouped page lists in its details (the count is always exact).
 GROUP_LISTED: Final = 50
 
@@ -140,6 +143,14 @@ class PagerDuty:
         #: Findings paged on their own and not resolved since: a repeated open record (the
         #: worker's outbox window after a crash) triggers nothing more. Bounded by open findings.
         self._paged: set[str] = set()
+        #: Events PagerDuty refused for good (a 4xx), by action and dedup key, with the error:
+        #: when the delivery loop sends a failed batch again record by record to find the bad
+        #: one, the refused event is not sent a second time. Cleared by the finding's resolve.
+        self._refused: dict[tuple[str, str], DeliveryError] = {}
+        #: Dedup keys of single pages resolved lately, so that a batch sent again (record by
+        #: record after a refusal, or whole after a failure part-way) resolves each once. The
+        #: oldest are forgotten past RESOLVED_REMEMBERED: resolving again changes nothing.
+        self._resolved: OrderedDict[str, None] = OrderedDict()
 
     def _pages(self, record: Record) -> bool:
         return (
@@ -203,8 +214,14 @@ class PagerDuty:
         if group is None:
             # Sent even for a finding this process did not page: it may have been paged before
             # a restart, and resolving a resolved incident changes nothing in PagerDuty.
-            await self._send("resolve", dedup_key(finding_id), None)
+            key = dedup_key(finding_id)
+            if key in self._resolved:
+                return
+            await self._send("resolve", key, None)
             self._paged.discard(finding_id)
+            self._resolved[key] = None
+            if len(self._resolved) > RESOLVED_REMEMBERED:
+                self._resolved.popitem(last=False)
             return
         members = self._members[group]
         members.discard(finding_id)
@@ -234,10 +251,20 @@ class PagerDuty:
         if payload is not None:
             event["payload"] = payload
             event["client"] = "accessdrift"
+        refused = self._refused.get((action, key))
+        if refused is not None:
+            raise refused
         await self._limit.take()
-        await self._http.post(
-            "PagerDuty", self._url, _JSON.encode(event), {"Content-Type": "application/json"}
-        )
+        try:
+            await self._http.post(
+                "PagerDuty", self._url, _JSON.encode(event), {"Content-Type": "application/json"}
+            )
+        except DeliveryError as error:
+            if not error.retryable:
+                self._refused[(action, key)] = error
+            raise
+        if action == "resolve":
+            self._refused.pop(("trigger", key), None)
 
     async def close(self) -> None:
         await self._http.close()

@@ -264,6 +264,35 @@ def test_a_repeated_open_record_pages_once() -> None:
     assert [r.json()["event_action"] for r in pd.seen] == ["trigger", "resolve"]
 
 
+def test_an_event_pagerduty_refuses_is_sent_once_and_the_rest_of_the_batch_still_pages() -> None:
+    """The delivery loop sends a refused batch again record by record to find the bad one; the
+    pager sends neither the refused event nor the accepted triggers a second time."""
+    bad = finding(finding_id="bad0")
+    other = finding(finding_id="other0")
+
+    def respond(seen: Seen, index: int) -> Answer:
+        if seen.json()["dedup_key"] == dedup_key("bad0"):
+            return Answer(400, {"status": "invalid event", "message": "Event object is invalid"})
+        return Answer(202, {"status": "success"})
+
+    clock = VirtualTime()
+    with StandIn(respond) as pd:
+        deliverer = _pager(pd, clock)
+        _run(deliverer, [FINDING, bad, other], [resolved(FINDING), resolved(bad)])
+
+    sent = [(r.json()["event_action"], r.json()["dedup_key"]) for r in pd.seen]
+    assert sent == [
+        ("trigger", dedup_key(FINDING.finding_id)),
+        ("trigger", dedup_key("bad0")),
+        ("trigger", dedup_key("other0")),
+        ("resolve", dedup_key(FINDING.finding_id)),
+        ("resolve", dedup_key("bad0")),
+    ]
+    assert clock.sleeps == [], "a 4xx is not retried"
+    assert _count(deliverer, "failed") == 2, "bad0's trigger and its resolve"
+    assert _count(deliverer, "delivered") == 3
+
+
 def test_pagerduty_dedup_keys_stay_within_255_characters() -> None:
     assert len(dedup_key("x" * 1000)) <= 255
     assert dedup_key("x" * 1000) != dedup_key("x" * 999)

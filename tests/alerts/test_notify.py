@@ -22,12 +22,14 @@ from aiokafka import AIOKafkaProducer
 
 from accessdrift.alerts.delivery import FormattedSink
 from accessdrift.alerts.formats import FORMATTERS
+from accessdrift.alerts.paging import dedup_key
 from accessdrift.alerts.transports import KafkaTopic
 from accessdrift.models.findings import FindingRecord, encode_record
 from accessdrift.models.kafka import KafkaSecurity
 from accessdrift.streams.broker import EmbeddedBroker, free_port
-from tests.alerts.records import many, resolved
+from tests.alerts.records import finding, many, resolved
 from tests.alerts.standins import Answer, Seen, StandIn
+from tests.faults import soak
 from tests.kafka import create_topics, read_topic, wait_consumed
 from tests.workers import ACCESSDRIFT
 
@@ -159,6 +161,106 @@ def test_an_outage_and_a_killed_service_lose_nothing_and_resend_only_the_unackno
     assert repeats == [], "nothing the receiver accepted was sent again"
     text = log.read_text()
     assert "Splunk HEC answered 503" in text
+    assert HEC_TOKEN not in text
+    assert PD_KEY not in text
+
+
+class Flaky:
+    """A stand-in that, while down, answers 503 and 429 (with Retry-After) in turn, and otherwise
+    accepts, keeping what it accepted in order; a PagerDuty event for `refused` is a 400."""
+
+    def __init__(self, kind: str, refused: str | None = None) -> None:
+        self.kind = kind
+        self.refused = refused
+        self.down = threading.Event()
+        self.busy = 0
+        self.refusals = 0
+        self.accepted: list[tuple[str, str]] = []
+
+    def respond(self, seen: Seen, index: int) -> Answer:
+        if self.down.is_set():
+            self.busy += 1
+            if self.busy % 2:
+                return Answer(503, {"text": "Server is busy", "code": 9})
+            return Answer(429, {"status": "throttled"}, headers={"Retry-After": "1"})
+        if self.kind == "hec":
+            for event in seen.json_lines():
+                record_id = event["fields"]["record_id"]
+                self.accepted.append(tuple(record_id.rsplit(".", 1)))  # type: ignore[arg-type]
+            return Answer()
+        event = seen.json()
+        if event["dedup_key"] == self.refused:
+            self.refusals += 1
+            return Answer(400, {"status": "invalid event", "message": "Event object is invalid"})
+        self.accepted.append((event["dedup_key"], event["event_action"]))
+        return Answer(202, {"status": "success", "dedup_key": event["dedup_key"]})
+
+
+def test_503s_and_429s_and_a_kill_mid_outage_deliver_everything_in_order_per_finding(
+    broker: EmbeddedBroker, setup: dict[str, Any]
+) -> None:
+    """Both receivers answer 503 and 429 for a while (a minute under `make soak`), and the
+    delivery service is killed in the middle of it: afterwards every record has reached the SIEM
+    once, each finding's open before its resolve; the pager got one trigger per finding, then
+    its resolve; and the event the pager refused with a 400 was never sent again."""
+    home, topic, run = setup["home"], setup["topic"], setup["run"]
+    quiet = many(12, severity="low")
+    paged = [
+        finding(finding_id=f"c{i:031x}", identity_id=f"admin{i}", severity="critical")
+        for i in range(4)
+    ]
+    rejected = paged[-1]
+    before = quiet[:6] + paged[:2]
+    during = quiet[6:] + paged[2:] + [resolved(r) for r in quiet] + [resolved(r) for r in paged[:3]]
+    hec = Flaky("hec")
+    pager = Flaky("pd", refused=dedup_key(rejected.finding_id))
+    log = home / "notify.log"
+    with StandIn(hec.respond) as hec_url, StandIn(pager.respond) as pd_url:
+        config = _config(home, hec_url.url, pd_url.url, run)
+        _publish(broker.bootstrap, topic, before)
+        notify = Notify(config, broker.bootstrap, topic, log)
+        try:
+            _wait(lambda: len(hec.accepted) >= len(before), 60, "the records before the outage")
+            _wait(lambda: len(pager.accepted) == 2, 60, "the first two pages")
+            hec.down.set()
+            pager.down.set()
+            outage_began = time.monotonic()
+            _publish(broker.bootstrap, topic, during)
+            _wait(lambda: hec.busy >= 4 and pager.busy >= 4, 60, "retries during the outage")
+            notify.process.kill()  # kill -9 in the middle of the outage
+            notify.process.wait()
+        finally:
+            notify.stop()
+        notify = Notify(config, broker.bootstrap, topic, log)
+        try:
+            busy = hec.busy
+            _wait(lambda: hec.busy > busy, 60, "the restarted service retrying")
+            time.sleep(max(0.0, outage_began + soak(8, 60) - time.monotonic()))
+            hec.down.clear()
+            pager.down.clear()
+            everything = len(before) + len(during)
+            _wait(lambda: len(set(hec.accepted)) == everything, 90, "every record at the SIEM")
+            _wait(lambda: len(pager.accepted) >= 3 + 3, 90, "every page and resolve")
+            wait_consumed(broker.bootstrap, f"{run}.splunk", [topic])
+            wait_consumed(broker.bootstrap, f"{run}.oncall", [topic])
+        finally:
+            notify.stop()
+
+    expected = {(r.finding_id, r.status) for r in before + during}
+    assert set(hec.accepted) == expected, "nothing lost"
+    assert [k for k, n in Counter(hec.accepted).items() if n > 1] == [], "nothing sent twice"
+    for record in quiet + paged[:3]:
+        order = [status for fid, status in hec.accepted if fid == record.finding_id]
+        assert order == ["open", "resolved"], (record.finding_id, order)
+    keys = {dedup_key(r.finding_id) for r in paged[:3]}
+    for key in keys:
+        assert [action for k, action in pager.accepted if k == key] == ["trigger", "resolve"]
+    assert {k for k, _ in pager.accepted} == keys
+    assert pager.refusals == 1, "a 400 is not retried"
+    text = log.read_text()
+    assert "429" in text
+    assert "503" in text
+    assert "400" in text
     assert HEC_TOKEN not in text
     assert PD_KEY not in text
 
