@@ -43,11 +43,15 @@ def port_open(port: int) -> Callable[[], bool]:
 
 @contextlib.contextmanager
 def running(
-    command: list[str], ready: Callable[[], bool], log: Path, timeout_s: float = 30
+    command: list[str],
+    ready: Callable[[], bool],
+    log: Path,
+    timeout_s: float = 30,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run `command` (output to `log`) until the block ends; wait until `ready()` first."""
     with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + timeout_s
         while not ready():

@@ -5,14 +5,12 @@ job names, evaluates every expression without error and answers the gauges with 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ from accessdrift.streams.broker import free_port
 from tests.servers import http_ok, need, running
 from tests.streams.api_scenario import Scenario
 from tests.test_stack import ACCESSDRIFT, STACK
-from tests.workers import wait_for
 
 pytestmark = pytest.mark.xdist_group("dashboard")
 METRIC = re.compile(r"\b(accessdrift_[a-z0-9_]+|up)\b")
@@ -63,20 +60,8 @@ def exported(url: str) -> set[str]:
     return names
 
 
-@contextlib.contextmanager
-def service(command: list[str], env: dict[str, str], log: Path, ready: str) -> Iterator[None]:
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: ready.encode() in log.read_bytes(), 60, log)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _logged(log: Path, text: str) -> Callable[[], bool]:
+    return lambda: log.exists() and text.encode() in log.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +81,15 @@ def targets(
     notify = [ACCESSDRIFT, "notify", "--config", str(STACK / "notify.toml"),
               "--broker", bootstrap, "--web-port", str(notify_port)]  # fmt: skip
     secrets = {"MDM_WEBHOOK_SECRET": WHSEC, "HR_WEBHOOK_SECRET": WHSEC}
+    notify_log, ingest_log = home / "notify.log", home / "ingest.log"
     with (
-        service(notify, env, home / "notify.log", "metrics at http://"),
-        service(
+        running(notify, _logged(notify_log, "metrics at http://"), notify_log, 60, env),
+        running(
             [ACCESSDRIFT, "ingest", "--config", str(home / "ingest.toml")],
+            _logged(ingest_log, "accessdrift ingest listening"),
+            ingest_log,
+            60,
             {**env, **secrets},
-            home / "ingest.log",
-            "accessdrift ingest listening",
         ),
     ):
         yield {
