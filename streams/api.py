@@ -31,6 +31,7 @@ import msgspec
 from faust.exceptions import SameNode
 from faust.web.exceptions import ServiceUnavailable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 from pydantic import SecretStr
 
 from accessdrift.models.findings import encode_record
@@ -70,6 +71,8 @@ class Api:
     clock_of: Callable[[str], int]
     #: The identity-inbox partitions this worker owns now.
     owned: Callable[[], list[int]]
+    #: The time-to-revoke histogram and ended-obligations counter, collected now.
+    revocations: Callable[[], list[Metric]]
 
     def install(self) -> None:
         self._page("/healthz", self._healthz)
@@ -153,7 +156,7 @@ class Api:
         denied = self._denied(view, request)
         if denied is not None:
             return denied
-        body = {"partitions": self.owned(), "triggers": time_to_revoke(self.registry)}
+        body = {"partitions": self.owned(), "triggers": time_to_revoke(self.revocations())}
         return self._json(view, _JSON.encode(body))
 
     async def _findings(self, view: Any, request: Any) -> Any:

@@ -169,6 +169,10 @@ class WorkerMetrics:
         self._events: dict[tuple[str, str], Any] = {}
         self._read: dict[str, tuple[Any, Any]] = {}
 
+    def revocations(self) -> list[Metric]:
+        """The time-to-revoke histogram and the ended-obligations counter, as collected."""
+        return [*self.time_to_revoke.collect(), *self.ended.collect()]
+
     def count_event(self, stream: str, outcome: EventOutcome) -> None:
         child = self._events.get((stream, outcome))
         if child is None:

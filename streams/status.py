@@ -7,18 +7,20 @@ fragment (`/#token=...`, which browsers never send to a server, so it reaches no
 form, and is kept in the tab's session storage. Everything the API returns is put on the page
 as text, never as markup, so an entitlement named like a script stays a name.
 
-The summary is read from the worker's own registry (the time-to-revoke histogram and the
-ended-obligations counter), so it covers the partitions this worker owns.
+The summary is read from the worker's time-to-revoke histogram and ended-obligations counter
+alone (not a whole scrape, whose census gauges walk every open finding), so it covers the
+partitions this worker owns.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from importlib import resources
 from typing import Final
 
 import msgspec
-from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 
 #: Path → (file in streams/web, content type). Served as they are: nothing in them depends on
 #: the request or holds data.
@@ -85,15 +87,13 @@ def bucket_quantile(q: float, buckets: list[tuple[float, int]]) -> float | None:
     return lower_bound
 
 
-def time_to_revoke(registry: CollectorRegistry) -> list[TriggerSummary]:
+def time_to_revoke(families: Iterable[Metric]) -> list[TriggerSummary]:
     """Per (trigger, privileged) with at least one obligation met: the histogram summed over
-    identity kinds, and the on-time and late counts."""
+    identity kinds, and the on-time and late counts, from the two metrics' families."""
     buckets: dict[tuple[str, bool], dict[float, float]] = {}
     sums: dict[tuple[str, bool], float] = {}
     outcomes: dict[tuple[str, bool, str], float] = {}
-    for family in registry.collect():
-        if family.name not in (_HISTOGRAM, _ENDED):
-            continue
+    for family in families:
         for sample in family.samples:
             key = (sample.labels["trigger"], sample.labels["privileged"] == "true")
             if sample.name == f"{_ENDED}_total":

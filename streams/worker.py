@@ -488,6 +488,7 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
         store.peek,
         clock_of,
         lambda: sorted(owned_identities),
+        metrics.revocations,
     ).install()
     app.on_partitions_revoked.connect(forget_partitions)  # type: ignore[arg-type]  # mode stubs
     app.on_partitions_assigned.connect(shorten_fetch_wait)  # type: ignore[arg-type]
