@@ -5,9 +5,12 @@ An obligation is one access change that must land by its deadline. It is judged 
 engine's clock passes its deadline (deferred by any approved exception covering it) plus grace:
 
 * met by then: done, silently (reported as `on_time`);
-* not met: a finding opens; when what it asks for lands later, the finding resolves (`late`);
-* met, but after the deadline, and known before the clock got there (late data): the open and
-  the resolved record go out together when the clock passes, since the control still failed.
+* not met: a finding opens; when what it asks for lands later, the finding resolves (`late`)
+  once the clock reaches the landing: until then an earlier landing could still come from
+  another stream, and a published resolve cannot be taken back;
+* met, but after the deadline, and known before the clock got there (late data): the open
+  record goes out when the clock passes, since the control still failed, and the resolved one
+  with it (or once the clock reaches the landing).
 
 What meets an obligation is a `Landing`. A final landing (a revoke, the trigger's reason going
 away) settles an on-time obligation at once. A landing a late event could still disprove (a
@@ -75,6 +78,15 @@ class Limits:
     transitions: int = 64
     owner_timeline: int = 64
     trust_spans: int = 64
+
+
+def _indexed(ob: Obligation, at_us: int) -> bool:
+    """Whether a deadline-index entry at `at_us` is still `ob`'s: a pending obligation's time to
+    be judged, or an open one's landing to resolve at (entries at `at_us` fall due once the
+    clock passes it)."""
+    if ob.state == "pending":
+        return ob.fire_after_us == at_us
+    return ob.state == "open" and ob.met_at_us is not None and ob.met_at_us - 1 == at_us
 
 
 @dataclass(frozen=True)
@@ -363,7 +375,7 @@ class Context:
             ob.met_by = landing.by
             self.s.relying.setdefault(landing.by, {})[ob.finding_id] = None
         if ob.state == "open":
-            self._resolve(ob)
+            self._resolve_once_known(ob)
         elif landing.final and landing.at_us <= self.effective_deadline(ob)[0]:
             self._report(ob, "on_time", landing.at_us)
             self._done(ob)
@@ -430,21 +442,28 @@ class Context:
         if not heap or heap[0][0] >= now_us:
             return
         # By finding id: an obligation withdrawn and opened again has two equal entries.
-        due: dict[str, Obligation] = {}
+        due: dict[str, tuple[int, Obligation]] = {}
         waiting: list[tuple[int, str]] = []
         while heap and heap[0][0] < now_us:
             entry = heapq.heappop(heap)
             ob = s.obligations.get(entry[1])
-            if ob is None or ob.state != "pending" or ob.fire_after_us != entry[0]:
+            if ob is None or not _indexed(ob, entry[0]):
                 continue
-            if self.rules[ob.trigger].can_judge(self, ob):
-                due[ob.finding_id] = ob
+            if ob.state == "open":
+                assert ob.met_at_us is not None
+                due[ob.finding_id] = (ob.met_at_us, ob)
+            elif self.rules[ob.trigger].can_judge(self, ob):
+                due[ob.finding_id] = (ob.deadline_us, ob)
             else:
                 waiting.append(entry)
         for entry in waiting:
             heapq.heappush(heap, entry)
-        for ob in sorted(due.values(), key=lambda ob: (ob.deadline_us, ob.finding_id)):
-            self._fire(ob)
+        # In the order they happened: deadlines passing and landings resolving open findings.
+        for _, ob in sorted(due.values(), key=lambda due: (due[0], due[1].finding_id)):
+            if ob.state == "open":
+                self._resolve(ob)
+            else:
+                self._fire(ob)
 
     def wake_us(self) -> int | None:
         """The earliest time after which the clock would make this identity emit something."""
@@ -452,7 +471,7 @@ class Context:
         heap = s.deadlines
         while heap:
             ob = s.obligations.get(heap[0][1])
-            if ob is not None and ob.state == "pending" and ob.fire_after_us == heap[0][0]:
+            if ob is not None and _indexed(ob, heap[0][0]):
                 break
             heapq.heappop(heap)
         earliest_us = heap[0][0] if heap else None
@@ -476,7 +495,18 @@ class Context:
         if exception_id is not None:
             self._report(ob, "exception_expired", deadline_us)
         if ob.met_at_us is not None:
+            self._resolve_once_known(ob)
+
+    def _resolve_once_known(self, ob: Obligation) -> None:
+        """Resolve open `ob` once the clock has reached its landing. Before that an earlier
+        landing can still arrive from another stream (the clock says every event before it has
+        been read, no more), and the resolve must carry the earliest: once published it stays.
+        Until then the obligation waits in the deadline index at its landing."""
+        assert ob.met_at_us is not None
+        if ob.met_at_us <= self.now_us:
             self._resolve(ob)
+        else:
+            heapq.heappush(self.s.deadlines, (ob.met_at_us - 1, ob.finding_id))
 
     def _resolve(self, ob: Obligation) -> None:
         assert ob.resolution is not None

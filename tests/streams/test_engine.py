@@ -287,3 +287,29 @@ def test_ended_device_trust_is_forgotten_beyond_its_limit() -> None:
 
     assert len(state.trust_spans) == 4
     assert state.trust_spans[-1] == (T0 + 38 * S, T0 + 39 * S, "mac")
+
+
+def test_an_open_finding_resolves_once_the_clock_reaches_its_earliest_landing() -> None:
+    """The reactivation arrives first, but the revocation a minute before it, read later from
+    the other stream, is what the resolve must say: it waits until the clock reaches a landing."""
+    engine = Engine(Policy(), grace_s=0)
+    state = engine.new_state("alice")
+    run(engine, state, status("alice", "s1", T0, "active"), grant("alice", "g1", T0), now_us=T0)
+    run(engine, state, status("alice", "s2", T0 + H, "terminated"), now_us=T0 + H)
+    opened = engine.advance(state, T0 + 3 * H).records
+    assert [(r.trigger, r.status) for r in opened if isinstance(r, FindingRecord)] == [
+        ("leaver", "open")
+    ]
+    clock_us = T0 + 4 * H
+    revoked_us, reactivated_us = clock_us + 15 * 60 * S, clock_us + 16 * 60 * S
+
+    step = engine.apply(state, status("alice", "s3", reactivated_us, "active"), clock_us)
+    assert step.records == []
+    assert step.wake_us == reactivated_us - 1
+    assert run(engine, state, grant("alice", "g2", revoked_us, "revoked"), now_us=clock_us) == []
+    assert engine.advance(state, revoked_us - 1).records == []
+    resolved = engine.advance(state, revoked_us).records
+    assert [(r.status, r.resolved_at_us) for r in resolved if isinstance(r, FindingRecord)] == [
+        ("resolved", revoked_us)
+    ]
+    assert engine.advance(state, reactivated_us + H).records == []
