@@ -1,17 +1,26 @@
-"""The faust application the worker runs: faust's, with one fix to how it acknowledges.
+"""The faust application the worker runs: faust's, with its offset bookkeeping made safe.
 
-faust skips a message its stream takes while a rebalance is under way (flow control
-suspended) or that was fetched in an earlier generation, and then acknowledges it like one it
-processed ("we want to ack the filtered out message, otherwise the lag would increase",
-`faust/streams.py`). The acknowledgement lands in the bookkeeping of the new assignment, whose
-commit then moves past a message no agent ever saw: an inbox batch lost for good, since the
-ingest consumer committed its input offsets once the batch was produced. (Seen in the rebalance
-fault test under CPU starvation: inbox offset 109 of partition 3 delivered to no worker, a
-leaver's session revocation missing, findings wrong.)
+A commit may never move past a message no agent processed: the ingest consumer committed its
+input offsets once the inbox batch was produced, so an inbox batch committed unprocessed is lost
+for good (a leaver's revocation never seen, a finding missed). faust 0.15 has three ways to do it:
 
-Here such a message is marked done without recording its offset: it is not committed, so the
-partition's next owner reads it again from the last commit. A message processed just before a
-rebalance and acknowledged during it is read again too, which the engine takes as a repeat.
+1. It skips a message its stream takes while a rebalance is under way (flow control suspended)
+   or that was fetched in an earlier generation, and then acknowledges it like one it processed
+   ("we want to ack the filtered out message, otherwise the lag would increase",
+   `faust/streams.py`). Seen in the rebalance fault test under CPU starvation: inbox offset 109
+   of partition 3 delivered to no worker. Here such a message is marked done without recording
+   its offset, so the partition's next owner, or this worker after its seek back to the last
+   commit, reads it again.
+2. Its commit takes the first run of consecutive acknowledged offsets, but accepts a run that
+   starts one past the committed offset (faust-streaming/faust#606, still open): the message at
+   the committed offset, skipped as in 1 or still in flight, is committed over. Here the run must
+   start at the committed offset.
+3. It reads a committed offset of 0, or none, as "unknown" and then checks no head at all, and
+   aiokafka does not seek such a partition back after a rebalance, so what was skipped before it
+   is not read again. Here such a partition is sought to its beginning and the head is known.
+
+A message processed just before a rebalance and acknowledged during it is read again too, which
+the engine takes as a repeat.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as driver
-from faust.types import Message
+from faust.types import TP, Message
 from faust.types.transports import TransportT
+from faust.utils.functional import consecutive_numbers
 from mode.utils.futures import notify
 
 
@@ -39,13 +49,43 @@ class _Consumer(driver.Consumer):
             return False
         return super().ack(message)
 
+    def _new_offset(self, tp: TP) -> int | None:
+        """The offset to commit: one past the run of acknowledged offsets that starts at the
+        committed offset, or None while the message there is not acknowledged. (The inboxes are
+        neither compacted nor transactional, so every offset is a message to process.)"""
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if not acked or committed is None:
+            return None
+        acked.sort()
+        if acked[0] != committed:
+            return None
+        run = next(consecutive_numbers(acked))
+        del acked[: len(run)]
+        self._acked_index[tp].difference_update(run)
+        return int(run[-1]) + 1
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        # faust keeps a committed offset of 0 or none as None: start those partitions from
+        # their beginning, which is then the offset the first commit must start from.
+        unknown = [
+            tp
+            for tp in self.assignment()
+            if self._committed_offset[tp] is None and self.app.topics.acks_enabled_for(tp.topic)
+        ]
+        if unknown:
+            for tp, offset in (await self.earliest_offsets(*unknown)).items():
+                await self.seek(tp, offset)
+                self._committed_offset[tp] = offset
+
 
 class _Transport(driver.Transport):
     Consumer = _Consumer
 
 
 class App(faust.App):
-    """`faust.App` whose consumer never commits past a message it skipped."""
+    """`faust.App` whose consumer never commits past a message no agent processed."""
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
