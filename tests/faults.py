@@ -171,6 +171,13 @@ class Rig:
         group = ingest_group(self.env["ACCESSDRIFT_APP_ID"])
         wait_consumed(self.bootstrap, group, list(self.topics.values()), timeout_s)
 
+    def inboxes_committed(self, timeout_s: float = 60) -> None:
+        """The workers' own group commits everything its inboxes hold now: the commit neither
+        stalls behind a message it waits for nor (see streams/acks.py) skips one."""
+        app_id = self.env["ACCESSDRIFT_APP_ID"]
+        inboxes = [f"{app_id}.identity-inbox", f"{app_id}.device-inbox"]
+        wait_consumed(self.bootstrap, app_id, inboxes, timeout_s, moving=True)
+
     def reset_input_offsets(self) -> None:
         """Every input partition's committed offset back to zero (no worker may be running)."""
 

@@ -90,8 +90,47 @@ async def _ends(bootstrap: str, partitions: list[TopicPartition]) -> dict[TopicP
         await consumer.stop()
 
 
-async def _consumed(bootstrap: str, group: str, topics: list[str]) -> bool:
+async def _consumed(
+    bootstrap: str, group: str, topics: list[str], ends: dict[TopicPartition, int] | None = None
+) -> bool:
     # A consumer of the group that never subscribes reads the group's commits without joining.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        if ends is None:
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in sorted(await consumer._client._wait_on_metadata(topic) or [])
+            ]
+            ends = await _ends(bootstrap, partitions)
+        for tp, end in ends.items():
+            if end and ((await consumer.committed(tp)) or 0) < end:
+                return False
+    finally:
+        await consumer.stop()
+    return True
+
+
+def wait_consumed(
+    bootstrap: str, group: str, topics: list[str], timeout_s: float = 30, *, moving: bool = False
+) -> None:
+    """Block until consumer group `group` has committed everything on `topics`: what they hold
+    now, when `moving` (topics written all the time, such as the worker's inboxes with their
+    marks, are never consumed to their end)."""
+    ends = asyncio.run(_ends_of(bootstrap, group, topics)) if moving else None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if asyncio.run(_consumed(bootstrap, group, topics, ends)):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"group {group} did not consume {topics} within {timeout_s}s")
+
+
+async def _ends_of(bootstrap: str, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+    # As in _consumed: a consumer without a group stops with a CancelledError of its own.
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
@@ -102,22 +141,9 @@ async def _consumed(bootstrap: str, group: str, topics: list[str]) -> bool:
             for topic in topics
             for p in sorted(await consumer._client._wait_on_metadata(topic) or [])
         ]
-        for tp, end in (await _ends(bootstrap, partitions)).items():
-            if end and ((await consumer.committed(tp)) or 0) < end:
-                return False
     finally:
         await consumer.stop()
-    return True
-
-
-def wait_consumed(bootstrap: str, group: str, topics: list[str], timeout_s: float = 30) -> None:
-    """Block until consumer group `group` has committed everything on `topics`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if asyncio.run(_consumed(bootstrap, group, topics)):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"group {group} did not consume {topics} within {timeout_s}s")
+    return await _ends(bootstrap, partitions)
 
 
 async def _produce_raw(bootstrap: str, topics: dict[str, str], records: list[RawRecord]) -> None:

@@ -3,7 +3,6 @@ no agent processed. The fault tests show it end to end; these pin each rule."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -11,7 +10,6 @@ from typing import Any
 from weakref import WeakSet
 
 import pytest
-from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 from accessdrift.streams.acks import _Consumer
@@ -74,12 +72,6 @@ def test_the_commit_stops_at_the_first_gap() -> None:
     assert c._acked_index[INBOX] == {14}
 
 
-def test_nothing_is_committed_while_the_committed_offset_is_unknown() -> None:
-    c = consumer(committed=None)
-    acknowledge(c, 0, 1)
-    assert c._new_offset(INBOX) is None
-
-
 @pytest.mark.parametrize(("generation", "flowing"), [(3, True), (4, False)])
 def test_a_message_skipped_in_a_rebalance_is_done_but_not_committable(
     generation: int, flowing: bool
@@ -92,36 +84,3 @@ def test_a_message_skipped_in_a_rebalance_is_done_but_not_committable(
     if flowing:
         assert c.ack(Message(11)) is True
     assert c._new_offset(INBOX) is None, "never past the skipped message"
-
-
-def test_a_partition_without_a_committed_offset_starts_from_its_beginning(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """faust reads a committed 0 or none as unknown and aiokafka does not seek such a partition
-    back, so what was skipped before would not be read again."""
-    c = consumer(committed=None)
-    c._committed_offset[CHANGELOG] = None
-    sought: list[tuple[TP, int]] = []
-
-    async def perform_seek(self: Any) -> None:
-        return None
-
-    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
-        return dict.fromkeys(tps, 5)
-
-    async def seek(tp: TP, offset: int) -> None:
-        sought.append((tp, offset))
-
-    monkeypatch.setattr(driver.Consumer, "perform_seek", perform_seek)
-    c.assignment = lambda: {INBOX, CHANGELOG}
-    c.earliest_offsets = earliest_offsets
-    c.seek = seek
-    asyncio.run(c.perform_seek())
-
-    assert sought == [(INBOX, 5)], "the changelog is recovery's to seek"
-    assert c._committed_offset[INBOX] == 5
-    assert c._committed_offset[CHANGELOG] is None
-    acknowledge(c, 6)
-    assert c._new_offset(INBOX) is None
-    acknowledge(c, 5)
-    assert c._new_offset(INBOX) == 7

@@ -61,6 +61,7 @@ def _judge(rig: Rig, org: Organisation, what: str) -> Verdict:
     assert verdict.agreement.agrees, rig.explain(org, verdict.agreement)
     assert verdict.repeats_identical, "a repeat differs from the record first published"
     assert rig.misplaced() == [], "every table write is on its key's changelog partition"
+    rig.inboxes_committed()
     triggers = _pages(rig, rig.home)
     opened = {r.finding_id for r in records if isinstance(r, FindingRecord)}
     assert len(triggers) == len(opened)
