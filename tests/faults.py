@@ -172,8 +172,8 @@ class Rig:
         wait_consumed(self.bootstrap, group, list(self.topics.values()), timeout_s)
 
     def inboxes_committed(self, timeout_s: float = 60) -> None:
-        """The workers' own group commits everything its inboxes hold now: the commit neither
-        stalls behind a message it waits for nor (see streams/acks.py) skips one."""
+        """The workers' own group commits everything its inboxes hold now: the commit does not
+        stall behind a message it waits for (streams/acks.py's rule for the committed offset)."""
         app_id = self.env["ACCESSDRIFT_APP_ID"]
         inboxes = [f"{app_id}.identity-inbox", f"{app_id}.device-inbox"]
         wait_consumed(self.bootstrap, app_id, inboxes, timeout_s, moving=True)

@@ -90,6 +90,14 @@ async def _ends(bootstrap: str, partitions: list[TopicPartition]) -> dict[TopicP
         await consumer.stop()
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(await consumer._client._wait_on_metadata(topic) or [])
+    ]
+
+
 async def _consumed(
     bootstrap: str, group: str, topics: list[str], ends: dict[TopicPartition, int] | None = None
 ) -> bool:
@@ -100,12 +108,7 @@ async def _consumed(
     await consumer.start()
     try:
         if ends is None:
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in topics
-                for p in sorted(await consumer._client._wait_on_metadata(topic) or [])
-            ]
-            ends = await _ends(bootstrap, partitions)
+            ends = await _ends(bootstrap, await _partitions(consumer, topics))
         for tp, end in ends.items():
             if end and ((await consumer.committed(tp)) or 0) < end:
                 return False
@@ -136,11 +139,7 @@ async def _ends_of(bootstrap: str, group: str, topics: list[str]) -> dict[TopicP
     )
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(await consumer._client._wait_on_metadata(topic) or [])
-        ]
+        partitions = await _partitions(consumer, topics)
     finally:
         await consumer.stop()
     return await _ends(bootstrap, partitions)
