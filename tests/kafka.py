@@ -98,23 +98,26 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Top
     ]
 
 
-async def _consumed(
+async def _behind(
     bootstrap: str, group: str, topics: list[str], ends: dict[TopicPartition, int] | None = None
-) -> bool:
+) -> list[str]:
+    """The partitions whose commit is short of their end, as `topic[partition]: committed/end`."""
     # A consumer of the group that never subscribes reads the group's commits without joining.
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
+    behind = []
     try:
         if ends is None:
             ends = await _ends(bootstrap, await _partitions(consumer, topics))
         for tp, end in ends.items():
-            if end and ((await consumer.committed(tp)) or 0) < end:
-                return False
+            committed = (await consumer.committed(tp)) or 0
+            if end and committed < end:
+                behind.append(f"{tp.topic}[{tp.partition}]: {committed}/{end}")
     finally:
         await consumer.stop()
-    return True
+    return behind
 
 
 def wait_consumed(
@@ -125,15 +128,20 @@ def wait_consumed(
     marks, are never consumed to their end)."""
     ends = asyncio.run(_ends_of(bootstrap, group, topics)) if moving else None
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if asyncio.run(_consumed(bootstrap, group, topics, ends)):
+    while True:
+        behind = asyncio.run(_behind(bootstrap, group, topics, ends))
+        if not behind:
             return
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"group {group} did not consume {topics} within {timeout_s}s "
+                f"(committed/end: {', '.join(behind)})"
+            )
         time.sleep(0.3)
-    raise AssertionError(f"group {group} did not consume {topics} within {timeout_s}s")
 
 
 async def _ends_of(bootstrap: str, group: str, topics: list[str]) -> dict[TopicPartition, int]:
-    # As in _consumed: a consumer without a group stops with a CancelledError of its own.
+    # As in _behind: a consumer without a group stops with a CancelledError of its own.
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
