@@ -24,8 +24,22 @@ for good (a leaver's revocation never seen, a finding missed). faust 0.15 has th
    aiokafka's position past them, and seeks back only the partitions that have a commit, so a
    partition without one would never read them. Here such a partition is sought back to the
    first record not handed on (`getmany`).
-   (Not seen to fire in the fault tests; the paths are faust's.)
-5. Resuming the flow at the end of a rebalance empties the agents' queues, but faust resumes
+   (Seen to fire in the fault tests only when the flow stops as a rebalance starts, where the
+   new assignment sets every position again anyway.)
+5. Its drain loop drops every record below the partition's read offset as one already read
+   ("DROPPED MESSAGE ROFF", robinhood/faust#115). At the end of a rebalance faust resumes the
+   inbox partitions with the consumer's flow running (its changelog recovery resumed it) and
+   then seeks them to their commits, rewinding the read offsets; records fetched before that
+   seek and handed on after it move the read offset on again, past the commit. The stream
+   skips what it took before the flow resumed (1 above), so the records from the commit up to
+   that read offset were read again only to be dropped, never acknowledged, and the commit
+   waited for them until the next rebalance. Where they had been processed before the
+   rebalance, that is a commit stall and nothing else, which fits the rebalance fault test's
+   one stall at soak length (findings right, inbox commits stuck; no trace of that run); where
+   not, a lost message. aiokafka hands on
+   nothing below its position, so a record below faust's read offset is one to read: here the
+   read offset of an inbox partition is put back to it (`getmany`).
+6. Resuming the flow at the end of a rebalance empties the agents' queues, but faust resumes
    the inbox partitions before that and the consumer fetches into the queues meanwhile: those
    messages were dropped with aiokafka's position past them. Seen in the downtime fault test
    with per-offset logging: a restarted worker fetched and queued offsets 0-6 of every inbox
@@ -124,10 +138,26 @@ class _Consumer(driver.Consumer):
                 ):
                     self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                     handed[tp] = handed.get(tp, 0) + 1
+                    self._not_read_yet(tp, int(record.offset))
                     yield tp, to_message(tp, record)
         finally:
             if self.app.consumer_generation_id == generation_id:
                 await self._read_again(records, handed)
+
+    def _not_read_yet(self, tp: TP, offset: int) -> None:
+        """Lets faust's drain loop take a record below the read offset (5 above): aiokafka
+        hands on nothing below its position, so the read offset is stale, not the record."""
+        read = self._read_offset[tp]
+        if read is not None and offset < read and self.app.topics.acks_enabled_for(tp.topic):
+            log.info(
+                "reading %s[%d] from offset %d, below the read offset %d left by a message "
+                "finished after the last seek",
+                tp.topic,
+                tp.partition,
+                offset,
+                read,
+            )
+            self._read_offset[tp] = offset
 
     async def _read_again(self, records: Mapping[TP, list[Any]], handed: dict[TP, int]) -> None:
         for tp, fetched in records.items():
@@ -188,7 +218,7 @@ class _Transport(driver.Transport):
 
 
 class _FlowControl(FlowControlEvent):
-    """faust's flow control into the agents' queues (5 above): resuming it does not empty them.
+    """faust's flow control into the agents' queues (6 above): resuming it does not empty them.
 
     faust resumes the inbox partitions and seeks them to their commits first, then resumes the
     flow, which emptied every queue: what was fetched meanwhile was dropped, with aiokafka's
