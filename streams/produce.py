@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Final, TextIO
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -58,6 +58,10 @@ class _LastError(logging.Handler):
         self.message = record.getMessage()
 
 
+#: aiokafka's names for a broker refusing the client's SASL credentials or mechanism.
+SASL_REFUSALS: Final = ("SaslAuthenticationFailed", "UnsupportedSaslMechanism")
+
+
 async def start_producer(bootstrap: str, security: KafkaSecurity) -> AIOKafkaProducer:
     """A started producer that waits for every in-sync replica (`acks=all`); raises a
     BrokerError saying what to check when Kafka cannot be reached."""
@@ -75,17 +79,25 @@ async def start_producer(bootstrap: str, security: KafkaSecurity) -> AIOKafkaPro
     except KafkaError as error:
         await producer.stop()
         cause = f": {printable(last.message, 300)}" if last.message else ""
-        hint = (
-            "check the broker's address and, for TLS, ACCESSDRIFT_KAFKA_CA_FILE and the client "
-            "certificate"
-            if security.tls
-            else "start one with `accessdrift broker` or set --broker / ACCESSDRIFT_BROKER"
-        )
+        refused = any(name in (last.message or "") for name in SASL_REFUSALS)
+        if refused:
+            hint = (
+                "check ACCESSDRIFT_KAFKA_SASL_USERNAME and SASL_PASSWORD (or SASL_PASSWORD_FILE), "
+                "and that the broker offers ACCESSDRIFT_KAFKA_SASL_MECHANISM"
+            )
+        elif security.tls:
+            hint = (
+                "check the broker's address and, for TLS, ACCESSDRIFT_KAFKA_CA_FILE and the "
+                "client certificate"
+            )
+        else:
+            hint = "start one with `accessdrift broker` or set --broker / ACCESSDRIFT_BROKER"
         raise BrokerError(
             f"cannot reach Kafka at {bootstrap} over {security.describe()} "
             f"({type(error).__name__}{cause}); {hint}",
-            retryable=True,
-            retry_after_s=1.0,
+            # Credentials the broker refused stay refused until someone changes them.
+            retryable=not refused,
+            retry_after_s=None if refused else 1.0,
         ) from None
     finally:
         aiokafka_log.removeHandler(last)
