@@ -204,12 +204,17 @@ class Rig:
     def records(self, want: int, timeout_s: float) -> list[Record]:
         """The findings topic from its start, once it holds `want` records (or the time is up,
         then a few seconds more to catch anything published beyond `want`)."""
-        deadline = time.monotonic() + timeout_s
-        raw: list[Any] = []
-        while time.monotonic() < deadline and len(raw) < want:
-            raw = read_topic(self.bootstrap, self.findings_topic, want, 5)
+        self.published(want, timeout_s)
         raw = read_topic(self.bootstrap, self.findings_topic, 10**9, 5)
         return [decode_record(value) for _, _, value, _ in raw]
+
+    def published(self, want: int, timeout_s: float) -> bool:
+        """Whether the findings topic holds `want` records within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        held = 0
+        while time.monotonic() < deadline and held < want:
+            held = len(read_topic(self.bootstrap, self.findings_topic, want, 5))
+        return held >= want
 
     def raw_records(self) -> list[bytes]:
         return [

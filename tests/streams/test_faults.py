@@ -108,11 +108,18 @@ def test_deadlines_that_pass_while_every_worker_is_down_fire_once_after_the_rest
         # Down: the rest of the history, and the deadlines in it, pile up in the input topics.
         rig.produce([*org.events[half:], org.clock_event()])
         rig.start()
+        restarted = time.monotonic()
         rig.consumed()
+        rig.inboxes_committed(240)  # the worker has read and committed its whole backlog
         caught_up = time.monotonic()
+        rig.published(org.expected_records, 240)
+        complete = time.monotonic()
         verdict = _judge(rig, org, "downtime")
         assert verdict.repeats == {}, "nothing was in flight when the worker was killed"
-        print(f"downtime: findings complete {time.monotonic() - caught_up:.1f} s after catch-up")
+        print(
+            f"downtime: backlog of {len(org.events) - half} events read {caught_up - restarted:.1f}"
+            f" s after the restart; findings complete {max(0.0, complete - caught_up):.1f} s after"
+        )
     finally:
         rig.stop_all()
 
