@@ -13,11 +13,15 @@ venv: $(STAMP)
 
 # Reinstall whenever the lock or the project's metadata changes: every dependency at the
 # version and hash requirements.lock pins, then the project itself without resolving anything.
+# The lock is complete, so pip installs it without resolving (`--no-deps`): resolving again let an
+# unpinned extra (pip-audit's `CacheControl[filecache]`) pull a newer release from PyPI, which
+# --require-hashes refuses; `pip check` still proves the set consistent.
 # `editable_mode=strict` installs a tree of links, which mypy and every tool can follow (the
 # default mode hides the packages behind an import hook).
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip check
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=strict -e .
 	touch $(STAMP)
 
