@@ -70,6 +70,12 @@ def tls_endpoint(
         yield
 
 
+def client_env(settings: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    """`settings` with `overrides` applied; a variable overridden with "" is left out."""
+    merged = {**settings, **overrides}
+    return {name: value for name, value in merged.items() if value}
+
+
 def options(env: dict[str, str]) -> dict[str, Any]:
     """aiokafka's keyword arguments for the client `env` (ACCESSDRIFT_KAFKA_*) describes."""
     return KafkaSecurity.from_env(env).client_options()

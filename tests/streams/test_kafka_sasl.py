@@ -22,6 +22,7 @@ from accessdrift.streams.broker import EmbeddedBroker, free_port
 from tests.kafka import create_topics, read_topic
 from tests.kafka_security import (
     certificates,
+    client_env,
     leaver_goes_through,
     leaver_history,
     options,
@@ -52,8 +53,7 @@ class SaslBroker:
         }
         if self.protocol == "SASL_PLAINTEXT":
             settings["ACCESSDRIFT_KAFKA_ALLOW_UNENCRYPTED_SASL"] = "true"
-        settings.update(overrides)
-        return {name: value for name, value in settings.items() if value}
+        return client_env(settings, overrides)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from accessdrift.streams.broker import EmbeddedBroker, free_port
 from tests.kafka import create_topics, read_topic
 from tests.kafka_security import (
     certificates,
+    client_env,
     leaver_goes_through,
     leaver_history,
     options,
@@ -44,8 +45,7 @@ class TlsBroker:
             "ACCESSDRIFT_KAFKA_CERT_FILE": str(self.client_cert),
             "ACCESSDRIFT_KAFKA_KEY_FILE": str(self.client_key),
         }
-        settings.update(overrides)
-        return {name: value for name, value in settings.items() if value}
+        return client_env(settings, overrides)
 
 
 @pytest.fixture(scope="module")
