@@ -83,6 +83,22 @@ def test_the_commit_stops_at_the_first_gap() -> None:
     assert c._acked_index[INBOX] == {14}
 
 
+def test_a_message_read_again_while_its_commit_was_on_its_way_does_not_hold_the_commit() -> None:
+    """The crash-loop fault test at soak length: the inbox commits stuck for good behind
+    offsets acknowledged a second time below the committed offset."""
+    c = consumer(committed=180)
+    for offset in range(180, 186):
+        assert c.ack(Message(offset))
+    assert c._new_offset(INBOX) == 186
+    assert c.ack(Message(184)), "read again before the commit of 186 is done"
+    c._committed_offset[INBOX] = 186
+    for offset in (186, 187):
+        assert c.ack(Message(offset))
+    assert c._new_offset(INBOX) == 188
+    assert c._acked[INBOX] == []
+    assert c._acked_index[INBOX] == set()
+
+
 @pytest.mark.parametrize(("generation", "flowing"), [(3, True), (4, False)])
 def test_a_message_skipped_in_a_rebalance_is_done_but_not_committable(
     generation: int, flowing: bool
