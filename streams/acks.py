@@ -31,21 +31,17 @@ for good (a leaver's revocation never seen, a finding missed). faust 0.15 has th
 5. Its drain loop drops every record below the partition's read offset as one already read
    ("DROPPED MESSAGE ROFF", robinhood/faust#115). At the end of a rebalance faust resumes the
    inbox partitions with the consumer's flow running (its changelog recovery resumed it) and
-   then seeks them to their commits, rewinding the read offsets; but the rest of a fetch made
-   before that seek is still handed on after it, from the old positions. Those records move the
-   read offset past the commit again, so the records read again from the commit are dropped:
-   lost where nothing had processed them (the stream skipped them while the flow was still
-   suspended, 1 above), a commit stall where something had. And once the flow has resumed they
-   are processed ahead of the records before them: a device mark handed on early let the
-   identities' clock pass a device's enrolment not yet read, which opened a false joiner
-   finding and missed a grant made after a termination (the rebalance fault test's one red run
-   on a fresh clone). The short rebalance fault test fetches such records in about 1 run of 2.
-   Here a record fetched before its partition was sought is not handed on (`getmany`), and one
-   handed on already is not processed (`App.stale`: the drain loop's hand-over waits for the
-   flow, so the record it holds during the seek reaches the agent after it): the seek put
-   aiokafka's position back, so both are read again, in order, from there. The one record held
-   during the seek leaves the read offset past the commit all the same; the records below it
-   are read, not dropped (`_not_read_yet`: aiokafka hands on nothing below its position).
+   then seeks them to their commits, rewinding the read offsets; records fetched before that
+   seek and handed on after it move the read offset on again, past the commit. The stream
+   skips what it took before the flow resumed (1 above), so the records from the commit up to
+   that read offset were read again only to be dropped, never acknowledged, and the commit
+   waited for them until the next rebalance. Where they had been processed before the
+   rebalance, that is a commit stall and nothing else, which fits the rebalance fault test's
+   one stall at soak length (findings right, inbox commits stuck; no trace of that run); where
+   not, a lost message. The short rebalance fault test shows 20-35 such records on three inbox
+   partitions in 2 runs of 3. aiokafka hands on nothing below its position, so a record below
+   faust's read offset is one to read: here the read offset of an inbox partition is put back
+   to it (`getmany`).
 6. Resuming the flow at the end of a rebalance empties the agents' queues, but faust resumes
    the inbox partitions before that and the consumer fetches into the queues meanwhile: those
    messages were dropped with aiokafka's position past them. Seen in the downtime fault test
@@ -64,9 +60,8 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import faust
 from aiokafka.errors import KafkaError
@@ -84,35 +79,10 @@ log = logging.getLogger(__name__)
 class _Consumer(driver.Consumer):
     #: The earliest offset of each assigned partition that has no commit (3 above).
     _heads: dict[TP, int]
-    #: Counts the seeks to the commits begun or ended (5 above; faust seeks an inbox partition
-    #: no other way, and `_read_again`'s seek keeps what was handed on): a fetch remembers the
-    #: count when it is made.
-    _seeks: int
-    #: The count at each partition's last seek to its commit.
-    _sought_at: dict[TP, int]
-    #: The count when each message handed on was fetched.
-    _fetched_at: WeakKeyDictionary[Message, int]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._heads = {}
-        self._seeks = 0
-        self._sought_at = {}
-        self._fetched_at = WeakKeyDictionary()
-
-    def _sought(self, tps: Iterable[TP]) -> None:
-        self._seeks += 1
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        for tp in tps:
-            if acks_enabled_for(tp.topic):  # the changelogs are faust's recovery's
-                self._sought_at[tp] = self._seeks
-
-    async def seek_to_committed(self) -> Mapping[TP, int]:
-        # Counted before and after: a fetch made while the seek waits for the commits is stale.
-        self._sought(self.assignment())
-        offsets = await super().seek_to_committed()
-        self._sought(offsets)
-        return offsets
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -149,7 +119,6 @@ class _Consumer(driver.Consumer):
         nothing it did is undone; the ones with a commit are faust's to seek back, the
         changelogs its recovery's. A change of generation is left to the new assignment."""
         records, active_partitions = await self._wait_next_records(timeout)
-        fetched_at = self._seeks
         generation_id = self.app.consumer_generation_id
         if records is None or self.should_stop:
             return
@@ -163,12 +132,9 @@ class _Consumer(driver.Consumer):
                     self.log.warning(f"exception performing seek when flow not active {error}")
                 return
             to_message = self._to_message
-            sought_at, fetched = self._sought_at, self._fetched_at
             for tp, record in self.scheduler.iterate(records):
                 if not self.flow_active or self.app.consumer_generation_id != generation_id:
                     break
-                if sought_at.get(tp, 0) > fetched_at:
-                    continue  # from before the seek (5 above): read again from where it put it
                 if (
                     active_partitions is None
                     or tp in active_partitions
@@ -177,20 +143,19 @@ class _Consumer(driver.Consumer):
                     self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                     handed[tp] = handed.get(tp, 0) + 1
                     self._not_read_yet(tp, int(record.offset))
-                    message = to_message(tp, record)
-                    fetched[message] = fetched_at
-                    yield tp, message
+                    yield tp, to_message(tp, record)
         finally:
             if self.app.consumer_generation_id == generation_id:
-                await self._read_again(records, handed, fetched_at)
+                await self._read_again(records, handed)
 
     def _not_read_yet(self, tp: TP, offset: int) -> None:
-        """Lets faust's drain loop take a record below the read offset (5 above)."""
+        """Lets faust's drain loop take a record below the read offset (5 above): aiokafka
+        hands on nothing below its position, so the read offset is stale, not the record."""
         read = self._read_offset[tp]
         if read is not None and offset < read and self.app.topics.acks_enabled_for(tp.topic):
             log.info(
                 "reading %s[%d] from offset %d, below the read offset %d left by a message "
-                "fetched before the last seek",
+                "finished after the last seek",
                 tp.topic,
                 tp.partition,
                 offset,
@@ -198,19 +163,11 @@ class _Consumer(driver.Consumer):
             )
             self._read_offset[tp] = offset
 
-    def stale(self, message: Message) -> bool:
-        """Whether the message's partition was sought since it was fetched (5 above)."""
-        fetched_at = self._fetched_at.get(message)
-        return fetched_at is not None and self._sought_at.get(message.tp, 0) > fetched_at
-
-    async def _read_again(
-        self, records: Mapping[TP, list[Any]], handed: dict[TP, int], fetched_at: int
-    ) -> None:
+    async def _read_again(self, records: Mapping[TP, list[Any]], handed: dict[TP, int]) -> None:
         for tp, fetched in records.items():
             count = handed.get(tp, 0)
             if (
                 count >= len(fetched)
-                or self._sought_at.get(tp, 0) > fetched_at
                 or self._committed_offset[tp] is not None
                 or not self.app.topics.acks_enabled_for(tp.topic)
                 or tp not in self.assignment()
@@ -227,10 +184,8 @@ class _Consumer(driver.Consumer):
 
     def ack(self, message: Message) -> bool:
         app: Any = self.app
-        if (
-            message.generation_id != app.consumer_generation_id
-            or not app.flow_control.is_active()
-            or self.stale(message)
+        if message.generation_id != app.consumer_generation_id or not (
+            app.flow_control.is_active()
         ):
             # Done as far as waiting for it goes (a rebalance waits for every message it
             # started), but its offset is not one to commit.
@@ -301,12 +256,6 @@ class App(faust.App):
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
-
-    def stale(self, message: Message) -> bool:
-        """Whether an agent must pass the message by: its partition was sought back since it
-        was fetched, so it is read again from there (item 5 of this module)."""
-        consumer: Any = self.consumer
-        return bool(consumer.stale(message))
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:

@@ -380,8 +380,6 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     @app.agent(identity_inbox, name="identities")
     async def run_identities(stream: Any) -> None:
         async for event in stream.events():
-            if app.stale(event.message):
-                continue  # read again, in order, from where its partition was sought
             try:
                 await identities_step(event)
             except Exception as error:  # any failure: see stop_unacknowledged
@@ -402,8 +400,6 @@ def build_app(settings: WorkerSettings, policy: Policy, registry: CollectorRegis
     @app.agent(device_inbox, name="devices")
     async def run_devices(stream: Any) -> None:
         async for event in stream.events():
-            if app.stale(event.message):
-                continue  # read again, in order, from where its partition was sought
             try:
                 await devices_step(event)
             except Exception as error:  # any failure: see stop_unacknowledged

@@ -8,11 +8,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
-from weakref import WeakKeyDictionary, WeakSet
+from weakref import WeakSet
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
-from faust.transport.drivers import aiokafka as driver
 from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 from mode.utils.queues import FlowControlQueue
@@ -33,9 +32,6 @@ def consumer(committed: int | None, generation: int = 4, flowing: bool = True) -
     c._committed_offset = defaultdict(lambda: None)
     c._committed_offset[INBOX] = committed
     c._heads = {}
-    c._seeks = 0
-    c._sought_at = {}
-    c._fetched_at = WeakKeyDictionary()
     c._unacked_messages = WeakSet()
     c._waiting_for_ack = None
     c._n_acked = 0
@@ -170,7 +166,7 @@ class Fetching:
         c.flow_active = True
         c.scheduler = SCHEDULING()
         c._buffered_partitions = set()
-        c._to_message = lambda tp, record: Message(record.offset, tp=tp, topic=tp.topic)
+        c._to_message = lambda tp, record: record
         c.highwater = lambda tp: 100
         c.app.monitor = SimpleNamespace(track_tp_end_offset=lambda tp, offset: None)
         c.assignment = lambda: set(records)
@@ -267,45 +263,10 @@ def test_only_inbox_partitions_without_a_commit_are_read_again() -> None:
     assert f.sought == {INBOX: 3}
 
 
-def test_records_fetched_before_their_partition_was_sought_are_passed_by() -> None:
-    """At the end of a rebalance faust seeks the inbox partitions to their commits while a fetch
-    from the old positions is being handed on. Processed, its records came before the ones
-    before them (the rebalance fault test's false joiner: a device mark ahead of an enrolment),
-    and they left the read offset past the commit, so faust's drain loop dropped the records
-    read again from there (robinhood/faust#115). The seek put aiokafka's position back: they
-    are read again from there, in order."""
-    f = Fetching({INBOX: [Record(offset) for offset in range(20, 26)], OTHER: [Record(7)]})
-    c = f.consumer
-    held: list[Any] = []
-
-    async def go() -> list[tuple[TP, int]]:
-        taken: list[tuple[TP, int]] = []
-        async for tp, record in c.getmany(1.0):
-            if not taken:
-                held.append(record)  # the drain loop's hand-over waits out the seek
-                c._sought((INBOX,))
-            taken.append((tp, record.offset))
-        return taken
-
-    assert asyncio.run(go()) == [(INBOX, 20), (OTHER, 7)]
-    assert c.stale(held[0]), "the agent passes by the one the hand-over held"
-    assert f.sought == {}, "not sought back to the fetch: the seek to the commit stands"
-
-
-def test_a_message_fetched_before_its_partition_was_sought_is_done_but_not_committable() -> None:
-    c = consumer(committed=18)
-    message = Message(18)
-    c._fetched_at[message] = c._seeks
-    c._sought((INBOX,))
-    assert not c.ack(message)
-    assert message.acked, "a rebalance does not wait for it"
-    assert c._new_offset(INBOX) is None
-
-
 def test_records_below_a_read_offset_left_past_the_commit_are_read() -> None:
-    """The record held in the hand-over during the seek to the commit left the read offset at
+    """The records of a fetch handed on after the seek to the commit left the read offset at
     14; faust drops 10 to 13 when they are read again from the commit, and the commit waits for
-    them (robinhood/faust#115)."""
+    them (robinhood/faust#115; the rebalance fault test's commit stall)."""
     f = Fetching({INBOX: [Record(offset) for offset in range(10, 16)], CHANGELOG: [Record(3)]})
     c = f.consumer
     c._read_offset[INBOX] = 14
@@ -313,26 +274,6 @@ def test_records_below_a_read_offset_left_past_the_commit_are_read() -> None:
     assert f.take() == [(INBOX, offset) for offset in range(10, 16)]
     assert c._read_offset[INBOX] == 15
     assert f.dropped == [(CHANGELOG, 3)], "only inbox partitions: the changelogs are faust's"
-
-
-def test_a_seek_counts_as_begun_until_its_commits_are_known(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A fetch made while seek_to_committed waits for the commits is from the old positions."""
-    c = consumer(committed=None)
-    c.assignment = lambda: {INBOX, OTHER, CHANGELOG}
-    seen: list[int] = []
-
-    async def seek_to_committed(self: Any) -> dict[TP, int]:
-        seen.append(c._seeks)
-        return {INBOX: 12}
-
-    monkeypatch.setattr(driver.Consumer, "seek_to_committed", seek_to_committed)
-    assert asyncio.run(c.seek_to_committed()) == {INBOX: 12}
-    fetched_during_the_wait = seen[0]
-    assert c._sought_at[INBOX] > fetched_during_the_wait
-    assert c._sought_at[OTHER] == fetched_during_the_wait
-    assert CHANGELOG not in c._sought_at, "the changelogs are faust's recovery's"
 
 
 def test_resuming_the_flow_keeps_what_the_agents_have_queued() -> None:
