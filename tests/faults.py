@@ -36,7 +36,14 @@ from accessdrift.streams.simulate import (
     write_simulation,
 )
 from accessdrift.streams.store import Stored
-from tests.kafka import create_topics, produce_events, produce_raw, read_topic, wait_consumed
+from tests.kafka import (
+    behind,
+    create_topics,
+    produce_events,
+    produce_raw,
+    read_topic,
+    wait_consumed,
+)
 from tests.workers import STREAM_TOPICS, WorkerProcess, worker_env
 
 SOAK = os.environ.get("ACCESSDRIFT_SOAK") == "1"
@@ -266,7 +273,16 @@ class Rig:
             topic, identity_id = event["topic"], value.get("identity_id")
             if topic == "identity.status" and identity_id in named and value.get("owner_id"):
                 named.add(value["owner_id"])
-        return f"{agreement.describe()}\n{self.trail(named)}"
+        return f"{agreement.describe()}\n{self.trail(named)}\n{self.positions()}"
+
+    def positions(self) -> str:
+        """Where each group's commits stand against the ends of the topics it reads: a partition
+        far behind is one read no further (a stall), not a message lost on its way."""
+        app_id = self.env["ACCESSDRIFT_APP_ID"]
+        inboxes = [f"{app_id}.identity-inbox", f"{app_id}.device-inbox"]
+        ingest = behind(self.bootstrap, ingest_group(app_id), list(self.topics.values()))
+        inbox = behind(self.bootstrap, app_id, inboxes)
+        return f"ingest behind: {ingest or 'none'}\ninboxes behind: {inbox or 'none'}"
 
     def verdict(self, organisation: Organisation, records: list[Record]) -> Verdict:
         raw = self.raw_records()

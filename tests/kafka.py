@@ -120,6 +120,12 @@ async def _behind(
     return behind
 
 
+def behind(bootstrap: str, group: str, topics: list[str]) -> list[str]:
+    """The partitions of `topics` whose commit by `group` is short of their end, as
+    `topic[partition]: committed/end`."""
+    return asyncio.run(_behind(bootstrap, group, topics))
+
+
 def wait_consumed(
     bootstrap: str, group: str, topics: list[str], timeout_s: float = 30, *, moving: bool = False
 ) -> None:
