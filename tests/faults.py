@@ -174,6 +174,12 @@ class Rig:
         thread.start()
         return thread
 
+    @property
+    def inboxes(self) -> list[str]:
+        """The workers' inbox topics, read by their own group (named as the app)."""
+        app_id = self.env["ACCESSDRIFT_APP_ID"]
+        return [f"{app_id}.identity-inbox", f"{app_id}.device-inbox"]
+
     def consumed(self, timeout_s: float = 300) -> None:
         group = ingest_group(self.env["ACCESSDRIFT_APP_ID"])
         wait_consumed(self.bootstrap, group, list(self.topics.values()), timeout_s)
@@ -182,8 +188,7 @@ class Rig:
         """The workers' own group commits everything its inboxes hold now: the commit does not
         stall behind a message it waits for (streams/acks.py's rule for the committed offset)."""
         app_id = self.env["ACCESSDRIFT_APP_ID"]
-        inboxes = [f"{app_id}.identity-inbox", f"{app_id}.device-inbox"]
-        wait_consumed(self.bootstrap, app_id, inboxes, timeout_s, moving=True)
+        wait_consumed(self.bootstrap, app_id, self.inboxes, timeout_s, moving=True)
 
     def reset_input_offsets(self) -> None:
         """Every input partition's committed offset back to zero (no worker may be running)."""
@@ -279,9 +284,8 @@ class Rig:
         """Where each group's commits stand against the ends of the topics it reads: a partition
         far behind is one read no further (a stall), not a message lost on its way."""
         app_id = self.env["ACCESSDRIFT_APP_ID"]
-        inboxes = [f"{app_id}.identity-inbox", f"{app_id}.device-inbox"]
         ingest = behind(self.bootstrap, ingest_group(app_id), list(self.topics.values()))
-        inbox = behind(self.bootstrap, app_id, inboxes)
+        inbox = behind(self.bootstrap, app_id, self.inboxes)
         return f"ingest behind: {ingest or 'none'}\ninboxes behind: {inbox or 'none'}"
 
     def verdict(self, organisation: Organisation, records: list[Record]) -> Verdict:
